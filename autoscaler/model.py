@@ -1,0 +1,302 @@
+"""Domain values shared by the planner, the reconcile shell, the state store and the providers.
+
+Everything here is a plain value: frozen dataclasses, enums, no I/O and no clock.
+Resource shapes are kept as sorted tuples of (name, amount) so they hash and compare, and demand
+is always "shape x count", never one dict per bundle.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# --------------------------------------------------------------------------------------------
+# Resource shapes
+# --------------------------------------------------------------------------------------------
+
+Shape = tuple[tuple[str, float], ...]
+"""A resource shape, e.g. (("CPU", 1.0), ("GPU", 1.0)): sorted by name, zero amounts dropped."""
+
+
+def shape_of(resources: Mapping[str, float]) -> Shape:
+    """The canonical shape of a resource dict (sorted, zero amounts dropped)."""
+    return tuple(sorted((name, float(amount)) for name, amount in resources.items() if amount))
+
+
+def shape_dict(shape: Shape) -> dict[str, float]:
+    return dict(shape)
+
+
+def format_shape(shape: Shape) -> str:
+    """`{CPU: 1, GPU: 1}`: how shapes appear in reasons and status lines."""
+    inner = ", ".join(f"{name}: {amount:g}" for name, amount in shape)
+    return "{" + inner + "}"
+
+
+# --------------------------------------------------------------------------------------------
+# Statuses
+# --------------------------------------------------------------------------------------------
+
+
+class ClusterStatus(enum.StrEnum):
+    CREATING = "creating"  # accepted; head not yet running Ray
+    RUNNING = "running"  # head agent answers
+    DELETING = "deleting"  # destroy requested; instances being terminated
+    DELETED = "deleted"  # nothing of it remains in the cloud
+    FAILED = "failed"  # the head could not be brought up; see events
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the timer still reconciles clusters in this status."""
+        return self in (ClusterStatus.CREATING, ClusterStatus.RUNNING, ClusterStatus.DELETING)
+
+
+class InstanceStatus(enum.StrEnum):
+    """Instance statuses after Ray's autoscaler v2 (see lifecycle.py for the allowed edges)."""
+
+    QUEUED = "queued"
+    REQUESTED = "requested"
+    ALLOCATED = "allocated"
+    RAY_RUNNING = "ray_running"
+    DRAINING = "draining"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    ALLOCATION_FAILED = "allocation_failed"
+    TERMINATION_FAILED = "termination_failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (InstanceStatus.TERMINATED, InstanceStatus.ALLOCATION_FAILED)
+
+    @property
+    def is_live(self) -> bool:
+        """Counts towards the cluster's size (and may cost money)."""
+        return not self.is_final
+
+
+# --------------------------------------------------------------------------------------------
+# What the cloud shows (one list call per tick)
+# --------------------------------------------------------------------------------------------
+
+
+class CloudState(enum.StrEnum):
+    PENDING = "pending"  # being created
+    RUNNING = "running"  # the VM / process is up
+    STOPPED = "stopped"  # deallocated (spot eviction with Deallocate) or exited
+    TERMINATING = "terminating"  # being deleted
+    FAILED = "failed"  # provisioning failed
+
+
+@dataclass(frozen=True)
+class CloudInstance:
+    """One instance as the provider's list shows it. Ownership comes from tags, never names."""
+
+    instance_id: str
+    cluster_name: str
+    node_type: str
+    request_id: str
+    state: CloudState
+    cloud_instance_id: str = ""  # the VM resource id, or the local process id
+    private_ip: str = ""
+    public_ip: str = ""
+    is_head: bool = False
+    # Head endpoints, filled by the provider for the head instance.
+    ray_address: str = ""  # GCS host:port
+    dashboard_url: str = ""
+    agent_url: str = ""
+    detail: str = ""  # e.g. the provisioning error
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """Everything a provider needs to start one instance. Launch is idempotent by `request_id`."""
+
+    cluster_name: str
+    instance_id: str
+    request_id: str
+    node_type: str
+    is_head: bool
+    resources: Mapping[str, float]
+    node_config: Mapping[str, object]
+    cluster_token: str  # never stored or logged; derived per cluster (see tokens.py)
+    config_hash: str
+    head_address: str = ""  # GCS host:port of the head; set for workers
+    control_plane_url: str = ""  # where the head agent sends wake-ups
+    availability_zone: str = ""  # chosen by the shell (round-robin)
+
+
+# --------------------------------------------------------------------------------------------
+# What Ray shows (the head agent's GET /v1/state)
+# --------------------------------------------------------------------------------------------
+
+
+class RayNodeStatus(enum.StrEnum):
+    RUNNING = "running"  # has work (not idle)
+    IDLE = "idle"
+    DRAINING = "draining"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class RayNode:
+    ray_node_id: str
+    instance_id: str  # from RAY_CLOUD_INSTANCE_ID; "" if the node was started by hand
+    node_type: str
+    status: RayNodeStatus
+    idle_duration_s: float
+    total_resources: Mapping[str, float]
+    available_resources: Mapping[str, float]
+    is_head: bool = False
+
+
+@dataclass(frozen=True)
+class ShapeDemand:
+    """`count` bundles of one resource shape."""
+
+    shape: Shape
+    count: int
+
+
+class GangStrategy(enum.StrEnum):
+    PACK = "PACK"
+    SPREAD = "SPREAD"
+    STRICT_PACK = "STRICT_PACK"
+    STRICT_SPREAD = "STRICT_SPREAD"
+
+
+@dataclass(frozen=True)
+class GangDemand:
+    """A placement group waiting to be scheduled: its bundles must be placed together."""
+
+    strategy: GangStrategy
+    bundles: tuple[Shape, ...]
+    count: int = 1  # identical gangs are folded together
+
+
+@dataclass(frozen=True)
+class RayState:
+    """Ray's view of the cluster, read from the head agent."""
+
+    nodes: tuple[RayNode, ...] = ()
+    pending: tuple[ShapeDemand, ...] = ()  # tasks and actors waiting for resources
+    gangs: tuple[GangDemand, ...] = ()  # placement groups waiting
+    constraints: tuple[ShapeDemand, ...] = ()  # ray.autoscaler.sdk.request_resources
+
+    @property
+    def pending_bundles(self) -> int:
+        return sum(d.count for d in self.pending) + sum(len(g.bundles) * g.count for g in self.gangs)
+
+
+# --------------------------------------------------------------------------------------------
+# Stored records
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    instance_id: str = ""
+    ray_address: str = ""
+    dashboard_url: str = ""
+    agent_url: str = ""
+    auth_token_path: str = ""  # local clusters only: a 0600 file holding the cluster token
+
+
+@dataclass(frozen=True)
+class Unavailability:
+    """A node type the planner must not launch until `until` (Karpenter-style offering cache)."""
+
+    node_type: str
+    until: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class ClusterRecord:
+    name: str
+    status: ClusterStatus
+    config_json: str  # the normalized config, as JSON
+    config_hash: str
+    generation: int  # bumped when a deleted cluster's name is reused
+    created_at: datetime
+    updated_at: datetime
+    head: HeadInfo = field(default_factory=HeadInfo)
+    last_decision: str = ""  # JSON of the last ScalingPlan that changed something
+    last_observation: str = ""  # JSON summary of the last Ray state (pending demand, infeasible)
+    unavailable: tuple[Unavailability, ...] = ()
+    ignored_fields: tuple[str, ...] = ()
+    status_reason: str = ""
+    etag: str = ""  # set by the store; an update must carry the etag it read
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    cluster_name: str
+    instance_id: str
+    node_type: str
+    status: InstanceStatus
+    request_id: str
+    status_since: datetime
+    created_at: datetime
+    is_head: bool = False
+    cloud_instance_id: str = ""
+    ray_node_id: str = ""
+    config_hash: str = ""
+    availability_zone: str = ""
+    last_error: str = ""
+    attempts: int = 0  # terminate/launch attempts, for backoff and failure counting
+    etag: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    cluster_name: str
+    at: datetime
+    kind: str  # e.g. "launch", "terminate", "drain-refused", "poison", "status"
+    message: str
+    instance_id: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+# The decision
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Launch:
+    node_type: str
+    count: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Termination:
+    instance_id: str
+    reason: str
+    drain: bool = True  # ask Ray to drain first (idle scale-down); False for broken or deleting nodes
+
+
+@dataclass(frozen=True)
+class Infeasible:
+    shape: Shape
+    count: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ScalingPlan:
+    launches: tuple[Launch, ...] = ()
+    terminations: tuple[Termination, ...] = ()
+    infeasible: tuple[Infeasible, ...] = ()
+    notes: tuple[str, ...] = ()  # why nothing happened, when nothing happened
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.launches and not self.terminations
+
+    def reasons(self) -> list[str]:
+        lines = [f"launch {launch.count} x {launch.node_type}: {launch.reason}" for launch in self.launches]
+        lines += [f"terminate {t.instance_id}: {t.reason}" for t in self.terminations]
+        lines += [f"infeasible {format_shape(i.shape)} x {i.count}: {i.reason}" for i in self.infeasible]
+        return lines + list(self.notes)

@@ -1,0 +1,1 @@
+"""Cloud providers: the `CloudProvider` protocol and its Azure and local implementations."""
