@@ -1,0 +1,1156 @@
+"""The cluster config: Ray's cluster YAML (Azure flavour, legacy keys included) as frozen pydantic models.
+
+A config is parsed and validated once, here, at the boundary; everything downstream trusts it.
+The story of `parse_cluster_config`:
+
+1. read the body (YAML or JSON) with limits on size, nesting and alias expansion;
+2. check that the document is plain JSON-like data (string keys, finite numbers, no dates or bytes);
+3. sort every key into "used", "ignored" (only meaningful to Ray's SSH-driven launcher) or "unknown" (an error);
+4. fill what the config leaves out as Ray does (`fillout_defaults` over the provider's `defaults.yaml`,
+   legacy `head_node`/`worker_nodes` rewritten into node types, per-type worker bounds filled);
+5. validate field by field with pydantic, then the rules that span fields (head type exists, min <= max, ...),
+   collecting every failing path before raising one `ConfigError`.
+
+Paths are dotted; a key that is not a plain identifier is shown in brackets, so the worker bound of the
+default worker type reads `available_node_types['ray.worker.default'].max_workers`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import hashlib
+import ipaddress
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+# --------------------------------------------------------------------------------------------
+# Limits
+# --------------------------------------------------------------------------------------------
+
+MAX_CONFIG_BYTES = 1024 * 1024
+"""A cluster config is a few kilobytes; anything above this is rejected before parsing."""
+
+MAX_NESTING_DEPTH = 64
+"""Deepest nesting accepted (Ray's own configs nest about 6 levels)."""
+
+MAX_EXPANDED_NODES = 20_000
+"""Values in the document once YAML aliases are expanded: stops 'billion laughs' alias bombs."""
+
+MAX_WORKERS_LIMIT = 10_000
+"""Upper bound on any worker count, far above what one resource group can hold."""
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One failing field: `path` is dotted (`provider.location`), "" for the document itself."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '(document)'}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The config is invalid; `errors` holds every failing field, in document order."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors: list[FieldError] = list(errors)
+        lines = "\n".join(f"- {error}" for error in self.errors)
+        super().__init__(f"invalid cluster config ({len(self.errors)} error(s)):\n{lines}")
+
+
+PathPart = str | int
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def format_path(parts: Iterable[PathPart]) -> str:
+    """`("available_node_types", "ray.worker.default", "max_workers")` ->
+    `available_node_types['ray.worker.default'].max_workers`."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif _PLAIN_KEY.fullmatch(part):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{part!r}]"
+    return text
+
+
+def _join(prefix: str, parts: Iterable[PathPart]) -> str:
+    """A path below an already formatted prefix."""
+    suffix = format_path(parts)
+    if not prefix:
+        return suffix
+    if not suffix or suffix.startswith("["):
+        return prefix + suffix
+    return f"{prefix}.{suffix}"
+
+
+class _Errors:
+    """Collects field errors once each, in the order they are found."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], None] = {}
+
+    def add(self, path: str, message: str) -> None:
+        self._seen.setdefault((path, message), None)
+
+    def add_validation_error(self, prefix: str, error: ValidationError) -> None:
+        for detail in error.errors(include_url=False):
+            self.add(_join(prefix, detail["loc"]), _pydantic_message(detail["type"], detail["msg"]))
+
+    def __bool__(self) -> bool:
+        return bool(self._seen)
+
+    def as_list(self) -> list[FieldError]:
+        return [FieldError(path, message) for path, message in self._seen]
+
+
+def _pydantic_message(error_type: str, message: str) -> str:
+    if error_type == "missing":
+        return "required"
+    if error_type == "extra_forbidden":
+        return "unknown field"
+    if error_type in ("model_type", "model_attributes_type", "dict_type"):
+        return "must be a mapping"
+    return message.removeprefix("Value error, ")
+
+
+# --------------------------------------------------------------------------------------------
+# Field rules (named so that error messages and tests can refer to them)
+# --------------------------------------------------------------------------------------------
+
+CLUSTER_NAME_RULE = (
+    "must be 1-40 characters of lowercase letters, digits and hyphens, start with a letter and not end with "
+    "a hyphen (it becomes part of Azure resource names and tag values)"
+)
+_CLUSTER_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?")
+
+NODE_TYPE_NAME_RULE = "must be 1-64 characters of letters, digits, '.', '_' and '-', starting with a letter or digit"
+_NODE_TYPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+_SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+# Azure refuses these admin user names for Linux VMs.
+_RESERVED_SSH_USERS = frozenset(
+    {
+        "1", "123", "a", "actuser", "adm", "admin", "admin1", "admin2", "administrator", "aspnet", "backup",
+        "console", "david", "guest", "john", "owner", "root", "server", "sql", "support", "support_388945a0",
+        "sys", "test", "test1", "test2", "test3", "user", "user1", "user2", "user3", "user4", "user5",
+    }
+)  # fmt: skip
+
+_SSH_KEY_TYPES = frozenset(
+    {
+        "ssh-rsa",
+        "ssh-ed25519",
+        "ssh-dss",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    }
+)
+
+_GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_SUBSCRIPTION_ID = re.compile(_GUID + r"")
+_RESOURCE_GROUP = re.compile(r"[-\w.()]{0,89}[-\w()]")
+_LOCATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ]{0,63}")
+_SUBNET_ID = re.compile(
+    rf"/subscriptions/{_GUID}/resourceGroups/[-\w.()]{{1,90}}/providers/Microsoft\.Network"
+    r"/virtualNetworks/[A-Za-z0-9][-\w.]{0,63}/subnets/[A-Za-z0-9][-\w.]{0,79}",
+    re.IGNORECASE,
+)
+_ZONE = re.compile(r"[0-9]{1,2}")
+_ZONES_DISABLED = frozenset({"", "auto", "none", "null"})
+_VM_SIZE = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
+def is_valid_cluster_name(name: str) -> bool:
+    """Whether `name` follows CLUSTER_NAME_RULE (also used to check names in URLs)."""
+    return bool(_CLUSTER_NAME.fullmatch(name))
+
+
+def _check_ssh_public_key(value: str) -> str:
+    key = value.strip()
+    if _looks_like_file_path(key):
+        raise ValueError(
+            "looks like a file path, but the control plane cannot read files on your machine: paste the key's "
+            "contents instead (e.g. the output of `cat ~/.ssh/id_ed25519.pub`)"
+        )
+    fields = key.split()
+    if "\n" in key or len(fields) < 2 or fields[0] not in _SSH_KEY_TYPES:
+        raise ValueError(
+            "must be one OpenSSH public key line such as 'ssh-ed25519 AAAA... comment' "
+            f"(key types: {', '.join(sorted(_SSH_KEY_TYPES))})"
+        )
+    try:
+        blob = base64.b64decode(fields[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the key data after the key type is not valid base64") from None
+    # The blob starts with the key type again, as a length-prefixed string: a cheap integrity check.
+    embedded_length = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else -1
+    if blob[4 : 4 + embedded_length].decode("ascii", errors="replace") != fields[0]:
+        raise ValueError(f"the key data does not hold a {fields[0]} key")
+    return key
+
+
+def _looks_like_file_path(text: str) -> bool:
+    if text.startswith(("/", "~", "./", "../", ".\\", "..\\")) or re.match(r"[A-Za-z]:[\\/]", text):
+        return True
+    return " " not in text and (text.endswith((".pub", ".pem", ".key")) or "/" in text or "\\" in text)
+
+
+def _check_cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        try:
+            network = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv4 or IPv6 address or CIDR range") from None
+        raise ValueError(f"{value!r} has host bits set; did you mean {network}?") from None
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+class _Frozen(BaseModel):
+    # strict: YAML already yields typed values, so "5" for a count is a mistake rather than a number.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class BillingProfile(_Frozen):
+    maxPrice: float  # USD per hour; -1 means "never evict for price"
+
+    @field_validator("maxPrice")
+    @classmethod
+    def _price_is_cap_or_unlimited(cls, value: float) -> float:
+        if value != -1 and value <= 0:
+            raise ValueError("must be -1 (pay up to the on-demand price) or a price > 0")
+        return value
+
+
+class AzureArmParameters(BaseModel):
+    """`node_config.azure_arm_parameters`: what the VM is made of. Unknown keys are kept for the renderer."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", strict=True, allow_inf_nan=False)
+
+    vmSize: str = Field(pattern=f"^{_VM_SIZE.pattern}$")
+    imagePublisher: str | None = Field(default=None, min_length=1)
+    imageOffer: str | None = Field(default=None, min_length=1)
+    imageSku: str | None = Field(default=None, min_length=1)
+    imageVersion: str | None = Field(default=None, min_length=1)
+    imageId: str | None = Field(default=None, pattern=r"^/")  # overrides the four image fields, as in Ray
+    priority: Literal["Regular", "Spot", "Low"] = "Regular"
+    evictionPolicy: Literal["Delete", "Deallocate"] | None = None
+    billingProfile: BillingProfile | None = None
+    osDiskSizeGB: int | None = Field(default=None, gt=0, le=4095)
+    osDiskType: str | None = Field(default=None, min_length=1)
+
+    @property
+    def is_spot(self) -> bool:
+        return self.priority in ("Spot", "Low")
+
+
+class NodeTypeConfig(_Frozen):
+    """One entry of `available_node_types`, with our planner extensions."""
+
+    resources: dict[str, float]
+    min_workers: int = Field(default=0, ge=0, le=MAX_WORKERS_LIMIT)
+    max_workers: int = Field(ge=0, le=MAX_WORKERS_LIMIT)  # filled from the cluster's max_workers when left out
+    node_config: dict[str, Any]
+    labels: dict[str, str] = Field(default_factory=dict)
+    # Ray's per-type overrides of the cluster-wide lists (workers only, as in Ray).
+    initialization_commands: list[str] | None = None
+    worker_setup_commands: list[str] | None = None
+    # Ours, used by the planner.
+    idle_timeout_s: float | None = Field(default=None, gt=0)
+    launch_timeout_s: float | None = Field(default=None, gt=0)
+    cost: float | None = Field(default=None, ge=0)  # relative price per hour, to prefer cheaper types
+    fallback: str | None = None  # the worker type to try when this one has no capacity
+
+    @field_validator("resources")
+    @classmethod
+    def _resources_not_negative(cls, resources: dict[str, float]) -> dict[str, float]:
+        negative = sorted(name for name, amount in resources.items() if amount < 0)
+        if negative:
+            raise ValueError(f"amounts must be >= 0 (negative: {', '.join(negative)})")
+        if any(not name for name in resources):
+            raise ValueError("resource names must not be empty")
+        return resources
+
+    def azure_arm_parameters(self) -> AzureArmParameters | None:
+        parameters = self.node_config.get("azure_arm_parameters")
+        return None if parameters is None else AzureArmParameters.model_validate(parameters)
+
+
+class ProviderConfig(_Frozen):
+    type: Literal["azure", "local"]
+    location: str | None = None
+    resource_group: str | None = None
+    subscription_id: str | None = None
+    availability_zone: str | None = None  # "1,2,3"; "auto", "none" or absent: let Azure pick
+    use_internal_ips: bool = False
+    subnet_id: str | None = None  # reuse this subnet instead of creating a virtual network
+    ssh_allowed_cidrs: list[Annotated[str, AfterValidator(_check_cidr)]] = Field(default_factory=list)
+    # ^ no SSH from anywhere unless listed
+    launch_delay_s: float = Field(default=0.0, ge=0)  # local provider: simulated VM start time
+
+    @field_validator("location")
+    @classmethod
+    def _location_name(cls, value: str | None) -> str | None:
+        if value is not None and not _LOCATION.fullmatch(value):
+            raise ValueError("must be an Azure region name such as 'westus2'")
+        return value
+
+    @field_validator("resource_group")
+    @classmethod
+    def _resource_group_name(cls, value: str | None) -> str | None:
+        if value is not None and not _RESOURCE_GROUP.fullmatch(value):
+            raise ValueError(
+                "must be 1-90 letters, digits, '_', '-', '.' or parentheses, not ending with '.' (Azure's rule)"
+            )
+        return value
+
+    @field_validator("subscription_id")
+    @classmethod
+    def _subscription_guid(cls, value: str | None) -> str | None:
+        if value is not None and not _SUBSCRIPTION_ID.fullmatch(value):
+            raise ValueError("must be a subscription id (a GUID such as 00000000-0000-0000-0000-000000000000)")
+        return value
+
+    @field_validator("availability_zone", mode="before")
+    @classmethod
+    def _zone_number_as_text(cls, value: object) -> object:
+        # `availability_zone: 1` is a YAML int; Ray's launcher reads it as the zone "1".
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("availability_zone")
+    @classmethod
+    def _zones_are_numbers(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in _ZONES_DISABLED:
+            return value
+        if not all(_ZONE.fullmatch(zone.strip()) for zone in value.split(",")):
+            raise ValueError('must be zone numbers separated by commas ("1,2,3"), "auto" or "none"')
+        return value
+
+    @field_validator("subnet_id")
+    @classmethod
+    def _subnet_is_resource_id(cls, value: str | None) -> str | None:
+        if value is not None and not _SUBNET_ID.fullmatch(value):
+            raise ValueError(
+                "must be a subnet resource id: /subscriptions/<guid>/resourceGroups/<group>/providers/"
+                "Microsoft.Network/virtualNetworks/<vnet>/subnets/<subnet>"
+            )
+        return value
+
+    def zones(self) -> list[str]:
+        """The zones to spread VMs over; [] lets Azure pick."""
+        if self.availability_zone is None or self.availability_zone.strip().lower() in _ZONES_DISABLED:
+            return []
+        return [zone.strip() for zone in self.availability_zone.split(",")]
+
+
+class AuthConfig(_Frozen):
+    ssh_user: str = "ubuntu"
+    ssh_public_key: str | None = None  # the key's contents, never a path
+
+    @field_validator("ssh_user")
+    @classmethod
+    def _azure_admin_user_name(cls, value: str) -> str:
+        if not _SSH_USER.fullmatch(value):
+            raise ValueError("must be 1-32 lowercase letters, digits, '_' or '-', starting with a letter or '_'")
+        if value in _RESERVED_SSH_USERS:
+            raise ValueError(f"{value!r} is reserved by Azure for Linux VMs")
+        return value
+
+    @field_validator("ssh_public_key")
+    @classmethod
+    def _public_key_contents(cls, value: str | None) -> str | None:
+        return None if value is None else _check_ssh_public_key(value)
+
+
+@dataclass(frozen=True)
+class NodeCommands:
+    """What a node runs at boot, in order: initialization, setup, then start Ray."""
+
+    initialization: list[str]
+    setup: list[str]
+    start_ray: list[str]
+
+
+class ClusterConfig(_Frozen):
+    cluster_name: str
+    max_workers: int = Field(ge=0, le=MAX_WORKERS_LIMIT)
+    upscaling_speed: float = Field(ge=0)
+    idle_timeout_minutes: float = Field(ge=0)
+    provider: ProviderConfig
+    auth: AuthConfig
+    available_node_types: dict[str, NodeTypeConfig] = Field(min_length=1)
+    head_node_type: str
+    initialization_commands: list[str]
+    setup_commands: list[str]
+    head_setup_commands: list[str]
+    worker_setup_commands: list[str]
+    head_start_ray_commands: list[str]
+    worker_start_ray_commands: list[str]
+
+    @field_validator("cluster_name")
+    @classmethod
+    def _azure_safe_name(cls, value: str) -> str:
+        if not is_valid_cluster_name(value):
+            raise ValueError(CLUSTER_NAME_RULE)
+        return value
+
+    def worker_node_types(self) -> dict[str, NodeTypeConfig]:
+        """Every type that may be launched as a worker (the head type only if its max_workers > 0)."""
+        return {
+            name: node_type
+            for name, node_type in self.available_node_types.items()
+            if name != self.head_node_type or node_type.max_workers > 0
+        }
+
+    def idle_timeout_s_for(self, node_type: str) -> float:
+        """The type's own idle_timeout_s, else the cluster's idle_timeout_minutes. KeyError for unknown types."""
+        own = self.available_node_types[node_type].idle_timeout_s
+        return own if own is not None else self.idle_timeout_minutes * 60.0
+
+    def commands_for(self, node_type: str, *, is_head: bool) -> NodeCommands:
+        """The boot commands, combined as Ray does: setup_commands run before head/worker_setup_commands,
+        and a worker type's own initialization_commands / worker_setup_commands replace the cluster-wide ones."""
+        if is_head:
+            return NodeCommands(
+                initialization=list(self.initialization_commands),
+                setup=self.setup_commands + self.head_setup_commands,
+                start_ray=list(self.head_start_ray_commands),
+            )
+        own = self.available_node_types[node_type]
+        return NodeCommands(
+            initialization=list(
+                own.initialization_commands if own.initialization_commands is not None else self.initialization_commands
+            ),
+            setup=list(
+                own.worker_setup_commands
+                if own.worker_setup_commands is not None
+                else self.setup_commands + self.worker_setup_commands
+            ),
+            start_ray=list(self.worker_start_ray_commands),
+        )
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no spaces) of the normalized config."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
+
+    @classmethod
+    def from_json(cls, text: str) -> ClusterConfig:
+        """The inverse of `to_json`, for configs read back from storage. Raises ConfigError."""
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError) as error:
+            raise ConfigError([FieldError("", f"not valid JSON: {error}")]) from None
+        try:
+            return cls.model_validate(document)
+        except ValidationError as error:
+            errors = _Errors()
+            errors.add_validation_error("", error)
+            raise ConfigError(errors.as_list()) from None
+
+
+@dataclass(frozen=True)
+class ParsedConfig:
+    config: ClusterConfig
+    ignored_fields: tuple[str, ...]  # dotted paths the user gave that this control plane does not use
+
+
+# --------------------------------------------------------------------------------------------
+# Ray's defaults (copied from Ray 2.60, because the Functions app does not install Ray;
+# tests/unit/test_config.py checks the copy against the installed ray/autoscaler/azure/defaults.yaml)
+# --------------------------------------------------------------------------------------------
+
+_RAY_AZURE_IMAGE = {
+    "imagePublisher": "microsoft-dsvm",
+    "imageOffer": "ubuntu-2204",
+    "imageSku": "2204-gen2",
+    "imageVersion": "latest",
+}
+
+AZURE_DEFAULTS: dict[str, Any] = {
+    "cluster_name": "default",
+    "max_workers": 2,
+    "upscaling_speed": 1.0,
+    "docker": {},
+    "idle_timeout_minutes": 5,
+    "provider": {
+        "type": "azure",
+        "location": "westus2",
+        "resource_group": "ray-cluster",
+        "availability_zone": "auto",
+    },
+    "auth": {"ssh_user": "ubuntu"},
+    "available_node_types": {
+        "ray.head.default": {
+            "resources": {"CPU": 2},
+            "node_config": {
+                "azure_arm_parameters": {
+                    "vmSize": "Standard_D2s_v3",
+                    **_RAY_AZURE_IMAGE,
+                    "availability_zone": "none",
+                }
+            },
+        },
+        "ray.worker.default": {
+            "min_workers": 0,
+            "resources": {"CPU": 2},
+            "node_config": {
+                "azure_arm_parameters": {"vmSize": "Standard_D2s_v3", **_RAY_AZURE_IMAGE, "priority": "Spot"}
+            },
+        },
+    },
+    "head_node_type": "ray.head.default",
+    "file_mounts": {},
+    "cluster_synced_files": [],
+    "file_mounts_sync_continuously": False,
+    "rsync_exclude": [],
+    "rsync_filter": [],
+    "initialization_commands": ["touch ~/.sudo_as_admin_successful"],
+    "setup_commands": [
+        "(which conda && echo 'eval \"$(conda shell.bash hook)\"' >> ~/.bashrc) || true",
+        "conda tos accept",
+        "conda create -n ray-env python=3.10 -y",
+        "conda activate ray-env && echo 'conda activate ray-env' >> ~/.bashrc",
+        'which ray || pip install -U "ray[default] @ https://s3-us-west-2.amazonaws.com/ray-wheels/latest/'
+        'ray-3.0.0.dev0-cp310-cp310-manylinux2014_x86_64.whl"',
+    ],
+    "head_setup_commands": [
+        "pip install -U azure-core==1.35.0 azure-identity==1.23.1 azure-mgmt-compute==35.0.0 "
+        "azure-mgmt-network==29.0.0 azure-mgmt-resource==24.0.0 azure-common==1.1.28 msrest==0.7.1 "
+        "msrestazure==0.6.4.post1"
+    ],
+    "worker_setup_commands": [],
+    "head_start_ray_commands": [
+        "ray stop",
+        "ulimit -n 65536; ray start --head --port=6379 --object-manager-port=8076 "
+        "--autoscaling-config=~/ray_bootstrap_config.yaml --dashboard-host=0.0.0.0",
+    ],
+    "worker_start_ray_commands": [
+        "ray stop",
+        "ulimit -n 65536; ray start --address=$RAY_HEAD_IP:6379 --object-manager-port=8076",
+    ],
+}
+
+LOCAL_DEFAULTS: dict[str, Any] = {
+    # Ray's ray/autoscaler/local/defaults.yaml, plus what Ray's local provider derives from its
+    # worker_ips (a head type, a worker type, max_workers): our local provider starts processes, not hosts.
+    "cluster_name": "default",
+    "max_workers": 2,
+    "auth": {},
+    "upscaling_speed": 1.0,
+    "idle_timeout_minutes": 5,
+    "docker": {},
+    "available_node_types": {
+        "ray.head.default": {"resources": {"CPU": 2}, "node_config": {}},
+        "ray.worker.default": {"min_workers": 0, "resources": {"CPU": 2}, "node_config": {}},
+    },
+    "head_node_type": "ray.head.default",
+    "initialization_commands": [],
+    "setup_commands": [],
+    "head_setup_commands": [],
+    "worker_setup_commands": [],
+    "head_start_ray_commands": [
+        "ray stop",
+        "ulimit -c unlimited; ray start --head --port=6379 --autoscaling-config=~/ray_bootstrap_config.yaml",
+    ],
+    "worker_start_ray_commands": ["ray stop", "ray start --address=$RAY_HEAD_IP:6379"],
+    "file_mounts": {},
+    "cluster_synced_files": [],
+    "file_mounts_sync_continuously": False,
+    "rsync_exclude": [],
+    "rsync_filter": [],
+}
+
+LEGACY_HEAD_NODE_TYPE = "ray-legacy-head-node-type"  # ray.autoscaler.tags.NODE_TYPE_LEGACY_HEAD
+LEGACY_WORKER_NODE_TYPE = "ray-legacy-worker-node-type"  # ray.autoscaler.tags.NODE_TYPE_LEGACY_WORKER
+AGGRESSIVE_UPSCALING_SPEED = 99999.0  # what Ray's autoscaler uses for autoscaling_mode: aggressive
+
+# --------------------------------------------------------------------------------------------
+# Which keys mean what
+# --------------------------------------------------------------------------------------------
+
+_COMMAND_LISTS = (
+    "initialization_commands",
+    "setup_commands",
+    "head_setup_commands",
+    "worker_setup_commands",
+    "head_start_ray_commands",
+    "worker_start_ray_commands",
+)
+_USED_TOP_LEVEL = frozenset(ClusterConfig.model_fields)
+_LEGACY_TOP_LEVEL = frozenset(
+    {"head_node", "worker_nodes", "min_workers", "initial_workers", "target_utilization_fraction", "autoscaling_mode"}
+)
+# Meaningful only to Ray's SSH-driven launcher (file sync, docker over SSH) or set by Ray's CLI.
+_IGNORED_TOP_LEVEL = frozenset(
+    {
+        "docker",
+        "file_mounts",
+        "cluster_synced_files",
+        "file_mounts_sync_continuously",
+        "rsync_exclude",
+        "rsync_filter",
+        "metadata",
+        "no_restart",
+        "restart_only",
+    }
+)
+_USED_PROVIDER = frozenset(ProviderConfig.model_fields)
+# Keys of Ray's provider schema and of Ray's Azure provider that this control plane does not use
+# (it creates its own network and never gives VMs an identity).
+_IGNORED_PROVIDER = frozenset(
+    {
+        "cache_stopped_nodes",
+        "msi_name",
+        "msi_resource_group",
+        "msi_identity_id",
+        "msi_identity_principal_id",
+        "msi",
+        "nsg",
+        "subnet",
+        "subnet_mask",
+        "unique_id",
+        "use_external_head_ip",
+        "tags",
+        "region",
+        "module",
+        "head_ip",
+        "worker_ips",
+        "namespace",
+        "disable_node_updaters",
+        "project_id",
+        "security_group",
+        "autoscaler_service_account",
+        "autoscaler_role",
+        "autoscaler_role_binding",
+        "gcp_credentials",
+        "cloudwatch",
+        "_config_cache_path",
+    }
+)
+_USED_AUTH = frozenset(AuthConfig.model_fields)
+_IGNORED_AUTH = frozenset({"ssh_private_key", "ssh_proxy_command", "ssh_proxy_use_node_id"})
+_USED_NODE_TYPE = frozenset(NodeTypeConfig.model_fields)
+_IGNORED_NODE_TYPE = frozenset({"docker", "priority"})
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------
+
+
+def parse_cluster_config(body: bytes | str | Mapping[str, Any], content_type: str | None = None) -> ParsedConfig:
+    """Parse and validate a cluster config (YAML, or JSON when `content_type` says so). Raises ConfigError."""
+    document = body if isinstance(body, Mapping) else _load_document(body, content_type)
+    _check_plain_data(document)
+    if not isinstance(document, Mapping):
+        raise ConfigError([FieldError("", f"must be a mapping of config fields, not {_kind(document)}")])
+
+    errors = _Errors()
+    ignored: list[str] = []
+    user = _sort_keys(document, errors, ignored)
+    merged = _fill_defaults(user, errors)
+    config = _validate(merged, errors)
+    if errors or config is None:
+        raise ConfigError(_legacy_paths_as_written(errors.as_list(), user))
+    return ParsedConfig(config=config, ignored_fields=tuple(ignored))
+
+
+# --- 1. reading the body --------------------------------------------------------------------
+
+
+def _load_document(body: bytes | str, content_type: str | None) -> object:
+    size_bytes = len(body) if isinstance(body, bytes) else len(body.encode("utf-8", errors="surrogatepass"))
+    if size_bytes > MAX_CONFIG_BYTES:
+        raise ConfigError([FieldError("", f"is {size_bytes} bytes; a config may be at most {MAX_CONFIG_BYTES}")])
+    if isinstance(body, bytes):
+        try:
+            text = body.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise ConfigError([FieldError("", f"must be UTF-8 text ({error})")]) from None
+    else:
+        text = body
+    if content_type is not None and "json" in content_type.lower():
+        return _load_json(text)
+    return _load_yaml(text)
+
+
+def _load_json(text: str) -> object:
+    def reject_constant(name: str) -> object:
+        raise ValueError(f"{name} is not a number JSON allows")
+
+    try:
+        return json.loads(text, parse_constant=reject_constant)
+    except (ValueError, RecursionError) as error:
+        raise ConfigError([FieldError("", f"not valid JSON: {error}")]) from None
+
+
+class _LimitExceededError(Exception):
+    pass
+
+
+class _GuardedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that stops at MAX_NESTING_DEPTH and MAX_EXPANDED_NODES while composing, and reads
+    dates as text (a config has no dates: `imageVersion: 2024-01-01` means a string)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        self._nodes += 1
+        if self._depth > MAX_NESTING_DEPTH:
+            raise _LimitExceededError(f"nests deeper than {MAX_NESTING_DEPTH} levels")
+        if self._nodes > MAX_EXPANDED_NODES:
+            raise _LimitExceededError(f"holds more than {MAX_EXPANDED_NODES} values")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+# Dates read as text: set outside the class body because PyYAML declares the table per instance.
+_GuardedLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _load_yaml(text: str) -> object:
+    loader: _GuardedLoader | None = None
+    try:
+        loader = _GuardedLoader(text)  # the reader already rejects control characters here
+        return loader.get_single_data()
+    except _LimitExceededError as error:
+        raise ConfigError([FieldError("", str(error))]) from None
+    except RecursionError:
+        raise ConfigError([FieldError("", f"nests deeper than {MAX_NESTING_DEPTH} levels")]) from None
+    # PyYAML raises more than YAMLError on garbage (ValueError from `!!int x`, TypeError from odd tags...):
+    # whatever the parser trips on is the input's fault.
+    except Exception as error:
+        raise ConfigError([FieldError("", f"not valid YAML: {error}")]) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+# --- 2. plain data only ---------------------------------------------------------------------
+
+
+def _check_plain_data(document: object) -> None:
+    """Reject alias bombs, cycles and values JSON cannot hold (dates, bytes, sets, NaN, non-string keys)."""
+    _check_expansion(document)
+    errors = _Errors()
+    stack: list[tuple[object, tuple[PathPart, ...]]] = [(document, ())]
+    while stack:
+        value, parts = stack.pop()
+        if isinstance(value, Mapping):
+            for key, child in value.items():
+                if isinstance(key, str):
+                    stack.append((child, (*parts, key)))
+                else:
+                    errors.add(format_path((*parts, str(key))), f"keys must be text, not {_kind(key)}")
+        elif isinstance(value, list):
+            stack.extend((child, (*parts, index)) for index, child in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            errors.add(format_path(parts), "must be a finite number")
+        elif value is not None and not isinstance(value, str | int | float | bool):
+            errors.add(
+                format_path(parts), f"must be text, a number, a boolean, a list or a mapping, not {_kind(value)}"
+            )
+    if errors:
+        raise ConfigError(sorted(errors.as_list(), key=lambda error: error.path))
+
+
+def _check_expansion(document: object) -> None:
+    """Expanded size and depth, computed over the shared object graph (a YAML alias is a shared object)."""
+    measured: dict[int, tuple[int, int]] = {}  # id -> (expanded values, expanded depth)
+    expanding: set[int] = set()
+    stack: list[tuple[object, bool]] = [(document, False)]
+    while stack:
+        value, children_done = stack.pop()
+        if not isinstance(value, Mapping | list) or id(value) in measured:
+            continue
+        children = list(value.values()) if isinstance(value, Mapping) else value
+        if children_done:
+            expanding.discard(id(value))
+            sizes = [measured.get(id(child), (1, 0)) for child in children]
+            total = 1 + sum(size for size, _ in sizes)
+            depth = 1 + max((child_depth for _, child_depth in sizes), default=0)
+            if total > MAX_EXPANDED_NODES:
+                raise ConfigError([FieldError("", f"holds more than {MAX_EXPANDED_NODES} values once aliases expand")])
+            if depth > MAX_NESTING_DEPTH:
+                raise ConfigError([FieldError("", f"nests deeper than {MAX_NESTING_DEPTH} levels")])
+            measured[id(value)] = (total, depth)
+        elif id(value) in expanding:
+            raise ConfigError([FieldError("", "contains itself (a recursive YAML alias)")])
+        else:
+            expanding.add(id(value))
+            stack.append((value, True))
+            stack.extend((child, False) for child in children)
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__  # bytes, set, datetime...
+
+
+# --- 3. used, ignored, unknown --------------------------------------------------------------
+
+
+def _sort_keys(document: Mapping[str, Any], errors: _Errors, ignored: list[str]) -> dict[str, Any]:
+    """Deep copies of the keys this control plane uses; ignored keys listed, unknown keys reported."""
+    used_top_level = _USED_TOP_LEVEL | _used_legacy_keys(document)
+    ignored_top_level = _IGNORED_TOP_LEVEL | (_LEGACY_TOP_LEVEL - used_top_level)
+    user = _used_keys(document, (), used_top_level, ignored_top_level, errors=errors, ignored=ignored)
+    for section, used_keys, ignored_keys in (
+        ("provider", _USED_PROVIDER, _IGNORED_PROVIDER),
+        ("auth", _USED_AUTH, _IGNORED_AUTH),
+    ):
+        if isinstance(user.get(section), Mapping):
+            user[section] = _used_keys(
+                user[section], (section,), used_keys, ignored_keys, errors=errors, ignored=ignored
+            )
+    node_types = user.get("available_node_types")
+    if isinstance(node_types, dict):
+        for name, node_type in node_types.items():
+            path = format_path(("available_node_types", name))
+            if not _NODE_TYPE_NAME.fullmatch(name):
+                errors.add(path, f"node type names {NODE_TYPE_NAME_RULE}")
+            if isinstance(node_type, Mapping):
+                node_types[name] = _used_keys(
+                    node_type,
+                    ("available_node_types", name),
+                    _USED_NODE_TYPE,
+                    _IGNORED_NODE_TYPE,
+                    errors=errors,
+                    ignored=ignored,
+                )
+    return user
+
+
+def _used_legacy_keys(document: Mapping[str, Any]) -> frozenset[str]:
+    """The legacy keys Ray would still act on in this document (the others it drops or ignores)."""
+    used = set()
+    if "available_node_types" not in document:
+        used |= {"head_node", "worker_nodes"}
+        if "head_node" in document or "worker_nodes" in document:
+            used.add("min_workers")  # Ray drops a top-level min_workers unless it rewrites legacy node types
+    if not _is_number(document.get("upscaling_speed")) or not document.get("upscaling_speed"):
+        used.add("autoscaling_mode")
+        if document.get("autoscaling_mode") != "aggressive":
+            used.add("target_utilization_fraction")
+    return frozenset(used)
+
+
+def _used_keys(
+    section: Mapping[str, Any],
+    parts: tuple[PathPart, ...],
+    used_keys: frozenset[str],
+    ignored_keys: frozenset[str],
+    *,
+    errors: _Errors,
+    ignored: list[str],
+) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for key, value in section.items():
+        if key in used_keys:
+            kept[key] = copy.deepcopy(value)
+        elif key in ignored_keys:
+            ignored.append(format_path((*parts, key)))
+        else:
+            known = sorted(used_keys - _LEGACY_TOP_LEVEL)
+            errors.add(format_path((*parts, key)), f"unknown field (known fields: {', '.join(known)})")
+    return kept
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# --- 4. defaults and legacy keys, as Ray fills them -----------------------------------------
+
+
+def _fill_defaults(user: dict[str, Any], errors: _Errors) -> dict[str, Any]:
+    """Ray's `prepare_config` minus the SSH parts: `fillout_defaults` (a shallow merge over the provider's
+    defaults, legacy node types rewritten) then `fill_node_type_min_max_workers`. The six command lists are kept
+    as written; `ClusterConfig.commands_for` combines them as Ray's `merge_setup_commands` does."""
+    provider = user.get("provider")
+    provider_type = provider.get("type") if isinstance(provider, Mapping) else None
+    defaults = LOCAL_DEFAULTS if provider_type == "local" else AZURE_DEFAULTS
+
+    # Ray reads `provider` before merging defaults, so a config without one fails there too.
+    merged = {key: copy.deepcopy(value) for key, value in defaults.items() if key in _USED_TOP_LEVEL - {"provider"}}
+    merged.update({key: value for key, value in user.items() if key in _USED_TOP_LEVEL})
+    if "available_node_types" not in user and ("head_node" in user or "worker_nodes" in user):
+        _rewrite_legacy_node_types(merged, user, defaults, errors)
+    merged["upscaling_speed"] = _upscaling_speed(user, errors)
+    _fill_node_type_min_max_workers(merged)
+    return merged
+
+
+def _rewrite_legacy_node_types(
+    merged: dict[str, Any], user: Mapping[str, Any], defaults: Mapping[str, Any], errors: _Errors
+) -> None:
+    """Ray's `merge_legacy_yaml_with_defaults`: `head_node` / `worker_nodes` are node_configs (with an optional
+    `resources`); an empty one keeps the default type's data. A missing one counts as empty (Ray raises KeyError)."""
+    default_types: Mapping[str, Any] = defaults["available_node_types"]
+    default_head_name: str = defaults["head_node_type"]
+    default_worker_name = next(name for name in default_types if name != default_head_name)
+
+    legacy: dict[str, dict[str, Any]] = {}
+    for key in ("head_node", "worker_nodes"):
+        value = user.get(key)
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            errors.add(key, f"must be a mapping (a legacy node_config), not {_kind(value)}")
+            value = {}
+        legacy[key] = dict(value)
+
+    head_info = copy.deepcopy(default_types[default_head_name])
+    if legacy["head_node"]:
+        node_config = legacy["head_node"]
+        resources = node_config.pop("resources", None) or {}
+        head_info = {"node_config": node_config, "resources": resources, "min_workers": 0, "max_workers": 0}
+    worker_info = copy.deepcopy(default_types[default_worker_name])
+    if legacy["worker_nodes"]:
+        node_config = legacy["worker_nodes"]
+        resources = node_config.pop("resources", None) or {}
+        worker_info = {
+            "node_config": node_config,
+            "resources": resources,
+            "min_workers": user.get("min_workers", 0),
+            # max_workers: the cluster's, filled below as for any worker type
+        }
+    merged["available_node_types"] = {LEGACY_HEAD_NODE_TYPE: head_info, LEGACY_WORKER_NODE_TYPE: worker_info}
+    merged["head_node_type"] = LEGACY_HEAD_NODE_TYPE
+
+
+def _upscaling_speed(user: Mapping[str, Any], errors: _Errors) -> object:
+    """Ray's autoscaler takes `upscaling_speed` when set and non-zero, else legacy `autoscaling_mode: aggressive`
+    (99999), else legacy `target_utilization_fraction` f (1/f - 1), else 1.0. Ray's defaults merge fills
+    upscaling_speed before the autoscaler looks, which leaves the legacy keys dead; we follow the autoscaler's
+    evident intent and apply them when the config leaves upscaling_speed out."""
+    speed = user.get("upscaling_speed")
+    if speed is not None and not _is_number(speed):
+        return speed  # pydantic reports the type
+    if speed:
+        return speed
+    mode = user.get("autoscaling_mode")
+    if mode is not None and not isinstance(mode, str):
+        errors.add("autoscaling_mode", f"must be text ('default' or 'aggressive'), not {_kind(mode)}")
+    elif mode == "aggressive":
+        return AGGRESSIVE_UPSCALING_SPEED
+    fraction = user.get("target_utilization_fraction")
+    if fraction is not None:
+        if not _is_number(fraction) or not 0 < fraction <= 1:
+            errors.add("target_utilization_fraction", "must be a number > 0 and <= 1")
+        else:
+            return 1 / max(fraction, 0.001) - 1
+    return 1.0
+
+
+def _fill_node_type_min_max_workers(merged: dict[str, Any]) -> None:
+    """Ray's `fill_node_type_min_max_workers`: min 0; max 0 for the head type, the cluster's max otherwise."""
+    node_types = merged.get("available_node_types")
+    if not isinstance(node_types, Mapping):
+        return
+    cluster_max = merged.get("max_workers")
+    # An invalid cluster max is reported once, at max_workers, not again under every node type.
+    usable_cluster_max = cluster_max if _is_number(cluster_max) and isinstance(cluster_max, int) else 0
+    for name, data in node_types.items():
+        if not isinstance(data, dict):
+            continue
+        data.setdefault("min_workers", 0)
+        data.setdefault("max_workers", 0 if name == merged.get("head_node_type") else usable_cluster_max)
+
+
+# --- 5. validation --------------------------------------------------------------------------
+
+
+def _validate(merged: dict[str, Any], errors: _Errors) -> ClusterConfig | None:
+    config: ClusterConfig | None = None
+    try:
+        config = ClusterConfig.model_validate(merged)
+    except ValidationError as error:
+        errors.add_validation_error("", error)
+
+    # Rules spanning fields run on the raw values (type-checked where they look), so they are reported
+    # together with the field errors of the same config.
+    _check_provider_rules(merged.get("provider"), errors)
+    provider_type = merged["provider"].get("type") if isinstance(merged.get("provider"), Mapping) else None
+    raw_node_types = merged.get("available_node_types")
+    if isinstance(raw_node_types, Mapping):
+        for name, raw in raw_node_types.items():
+            if isinstance(raw, Mapping):
+                _check_node_type_rules(raw, format_path(("available_node_types", name)), provider_type, errors)
+    _check_cluster_rules(merged, errors)
+    return config
+
+
+def _check_provider_rules(provider: object, errors: _Errors) -> None:
+    if not isinstance(provider, Mapping) or provider.get("type") != "azure":
+        return
+    for name in ("location", "resource_group"):
+        if provider.get(name) is None:
+            errors.add(f"provider.{name}", "required for provider type azure")
+    if provider.get("launch_delay_s"):
+        errors.add("provider.launch_delay_s", "applies only to provider type local")
+
+
+def _check_node_type_rules(raw: Mapping[str, Any], prefix: str, provider_type: object, errors: _Errors) -> None:
+    min_workers, max_workers = raw.get("min_workers"), raw.get("max_workers")
+    # A negative bound is already an error of its own; comparing it would only repeat it.
+    if isinstance(min_workers, int) and isinstance(max_workers, int) and min_workers > max_workers >= 0:
+        errors.add(_join(prefix, ("min_workers",)), f"must be <= max_workers ({max_workers})")
+
+    node_config = raw.get("node_config")
+    if not isinstance(node_config, Mapping):
+        return
+    path = _join(prefix, ("node_config", "azure_arm_parameters"))
+    parameters = node_config.get("azure_arm_parameters")
+    if parameters is None:
+        if provider_type == "azure":
+            errors.add(path, "required for provider type azure (at least vmSize and an image)")
+        return
+    try:
+        AzureArmParameters.model_validate(parameters)
+    except ValidationError as error:
+        errors.add_validation_error(path, error)
+    if isinstance(parameters, Mapping):
+        _check_arm_parameter_rules(parameters, path, errors)
+
+
+def _check_arm_parameter_rules(parameters: Mapping[str, Any], path: str, errors: _Errors) -> None:
+    if parameters.get("imageId") is None:
+        for name in ("imagePublisher", "imageOffer", "imageSku"):
+            if parameters.get(name) is None:
+                errors.add(_join(path, (name,)), "required unless imageId is set")
+    if parameters.get("priority", "Regular") == "Regular":
+        for name in ("evictionPolicy", "billingProfile"):
+            if parameters.get(name) is not None:
+                errors.add(_join(path, (name,)), "applies only to priority Spot or Low")
+
+
+def _check_cluster_rules(merged: Mapping[str, Any], errors: _Errors) -> None:
+    head_node_type = merged.get("head_node_type")
+    raw_node_types = merged.get("available_node_types")
+    if not isinstance(raw_node_types, Mapping):
+        return
+    if isinstance(head_node_type, str) and head_node_type not in raw_node_types:
+        errors.add(
+            "head_node_type", f"{head_node_type!r} is not one of available_node_types ({_names(raw_node_types)})"
+        )
+
+    cluster_max = merged.get("max_workers")
+    if _is_number(cluster_max) and isinstance(cluster_max, int) and cluster_max >= 0:
+        sum_min_workers = sum(
+            raw["min_workers"]
+            for raw in raw_node_types.values()
+            if isinstance(raw, Mapping) and _is_number(raw.get("min_workers")) and raw["min_workers"] > 0
+        )
+        if sum_min_workers > cluster_max:
+            errors.add("max_workers", f"must be >= the sum of the node types' min_workers ({sum_min_workers})")
+
+    fallbacks: dict[str, str] = {
+        name: raw["fallback"]
+        for name, raw in raw_node_types.items()
+        if isinstance(raw, Mapping) and isinstance(raw.get("fallback"), str)
+    }
+    for name, fallback in fallbacks.items():
+        problem = _fallback_problem(name, fallback, head_node_type, raw_node_types, fallbacks)
+        if problem:
+            errors.add(format_path(("available_node_types", name, "fallback")), problem)
+
+
+def _fallback_problem(
+    name: str,
+    fallback: str,
+    head_node_type: object,
+    raw_node_types: Mapping[str, Any],
+    fallbacks: Mapping[str, str],
+) -> str | None:
+    if fallback == name:
+        return "must name another node type, not the type itself"
+    if fallback not in raw_node_types:
+        return f"{fallback!r} is not one of available_node_types ({_names(raw_node_types)})"
+    target = raw_node_types[fallback]
+    if fallback == head_node_type and isinstance(target, Mapping) and target.get("max_workers") == 0:
+        return f"{fallback!r} is the head type with max_workers 0, so it is never launched as a worker"
+    chain = [name]
+    current: str | None = fallback
+    while current is not None:
+        if current in chain:
+            return f"fallbacks go round in a loop: {' -> '.join([*chain, current])}"
+        chain.append(current)
+        current = fallbacks.get(current)
+    return None
+
+
+def _names(node_types: Mapping[str, Any]) -> str:
+    return ", ".join(sorted(node_types))
+
+
+def _legacy_paths_as_written(errors: list[FieldError], user: Mapping[str, Any]) -> list[FieldError]:
+    """Errors inside node types rewritten from legacy keys point at the keys the user wrote."""
+    if "available_node_types" in user or not ("head_node" in user or "worker_nodes" in user):
+        return errors
+    rewrites: list[tuple[str, str]] = []
+    for type_name, legacy_key in ((LEGACY_HEAD_NODE_TYPE, "head_node"), (LEGACY_WORKER_NODE_TYPE, "worker_nodes")):
+        if user.get(legacy_key):
+            prefix = format_path(("available_node_types", type_name))
+            rewrites += [(f"{prefix}.node_config", legacy_key), (f"{prefix}.resources", f"{legacy_key}.resources")]
+    worker_prefix = format_path(("available_node_types", LEGACY_WORKER_NODE_TYPE))
+    rewrites += [(f"{worker_prefix}.min_workers", "min_workers"), (f"{worker_prefix}.max_workers", "max_workers")]
+    rewritten: list[FieldError] = []
+    for error in errors:
+        path = error.path
+        for old, new in rewrites:
+            if path == old or path.startswith((old + ".", old + "[")):
+                path = new + path[len(old) :]
+                break
+        rewritten.append(FieldError(path, error.message))
+    return list(dict.fromkeys(rewritten))
