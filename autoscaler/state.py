@@ -4,13 +4,51 @@ Contract (tests/integration/test_state_contract.py runs it against both):
 - Every update carries the ETag it read; a mismatch raises `ConflictError` and changes nothing.
 - Inserting what exists raises `ConflictError`.
 - Records come back with a fresh `etag`.
+- Updating or deleting needs the record's etag; updating a row someone deleted raises `ConflictError`;
+  deleting a row that is already gone succeeds.
+- Text is never truncated: what does not fit one property is split over several; a cluster whose row
+  would exceed one entity (1 MiB) raises `ConfigTooLargeError`.
+- Events list newest first.
+
+Both stores share one encoding (`EntityStateStore` over the five primitives of `EntityTables`), so the
+in-memory store holds exactly the rows Table Storage would, with the same size limits.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import enum
+import itertools
+import json
+import re
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from typing import Protocol
 
-from autoscaler.model import ClusterRecord, Event, InstanceRecord
+from azure.core import MatchConditions
+from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential, TokenCredential
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+
+from autoscaler.model import (
+    ClusterRecord,
+    ClusterStatus,
+    Event,
+    HeadInfo,
+    InstanceRecord,
+    InstanceStatus,
+    Unavailability,
+)
 
 
 class StateError(Exception):
@@ -47,3 +85,627 @@ class StateStore(Protocol):
     def list_events(self, cluster_name: str, limit: int = 50) -> list[Event]:
         """Newest first."""
         ...
+
+
+# --------------------------------------------------------------------------------------------
+# Limits of Azure Table Storage, which the in-memory store enforces too so both behave alike
+# --------------------------------------------------------------------------------------------
+
+MAX_PROPERTY_UTF16_UNITS = 32_000
+"""Text per property. The service allows 64 KiB of UTF-16 (32,768 code units); the margin costs nothing."""
+
+MAX_ENTITY_BYTES = 1024 * 1024
+"""One entity, counted with the service's documented size formula (see `entity_size_bytes`)."""
+
+CLUSTERS_PARTITION = "cluster"
+"""Every cluster row lives in one partition, so `list_clusters` is a single-partition query."""
+
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+# Characters Table Storage refuses in PartitionKey and RowKey.
+_FORBIDDEN_KEY_CHARACTERS = re.compile(r"[/\\#?\u0000-\u001f\u007f-\u009f]")
+_MAX_KEY_UTF16_UNITS = 512  # 1 KiB of UTF-16
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EVENT_TICKS_CEILING = 10**19
+
+EntityValue = str | int | bool | datetime
+Entity = dict[str, EntityValue]
+
+
+class TableKind(enum.StrEnum):
+    """The three tables; the store's table names are `<prefix><kind>`."""
+
+    CLUSTERS = "clusters"
+    INSTANCES = "instances"
+    EVENTS = "events"
+
+
+# --------------------------------------------------------------------------------------------
+# Text that may outgrow one property: stored as `<name>` when it fits, otherwise as
+# `<name>_parts` = N and `<name>_0` .. `<name>_<N-1>`. Never truncated.
+# --------------------------------------------------------------------------------------------
+
+
+def utf16_units(text: str) -> int:
+    """Length as the service counts it: characters outside the BMP take two UTF-16 code units."""
+    return len(text.encode("utf-16-le", errors="surrogatepass")) // 2
+
+
+def split_text(text: str, max_units: int = MAX_PROPERTY_UTF16_UNITS) -> list[str]:
+    """Cut `text` into pieces of at most `max_units` UTF-16 code units, never inside a character."""
+    pieces: list[str] = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + max_units)
+        while (excess := utf16_units(text[start:end]) - max_units) > 0:
+            # Each character dropped frees one or two units, so this converges in a step or two.
+            end -= (excess + 1) // 2
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
+def put_text(entity: Entity, name: str, text: str) -> None:
+    if utf16_units(text) <= MAX_PROPERTY_UTF16_UNITS:
+        entity[name] = text
+        return
+    pieces = split_text(text)
+    entity[f"{name}_parts"] = len(pieces)
+    for index, piece in enumerate(pieces):
+        entity[f"{name}_{index}"] = piece
+
+
+def get_text(entity: Mapping[str, object], name: str) -> str:
+    """The text stored by `put_text`; "" when absent (a field added after the row was written)."""
+    part_count = entity.get(f"{name}_parts")
+    if part_count is None:
+        return _as_str(entity.get(name, ""), name)
+    if not isinstance(part_count, int):
+        raise StateError(f"stored property {name}_parts is not a count: {part_count!r}")
+    pieces = []
+    for index in range(part_count):
+        piece_name = f"{name}_{index}"
+        if piece_name not in entity:
+            raise StateError(f"stored text {name} is missing its piece {piece_name}")
+        pieces.append(_as_str(entity[piece_name], piece_name))
+    return "".join(pieces)
+
+
+def entity_size_bytes(entity: Mapping[str, EntityValue]) -> int:
+    """Size by the service's formula: 4 + keys x 2 + per property (8 + name x 2 + value size)."""
+    size = 4
+    for name, value in entity.items():
+        if name in ("PartitionKey", "RowKey"):
+            size += utf16_units(str(value)) * 2
+        else:
+            size += 8 + utf16_units(name) * 2 + _value_size_bytes(value)
+    return size
+
+
+def _value_size_bytes(value: EntityValue) -> int:
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, int):
+        return 4
+    if isinstance(value, datetime):
+        return 8
+    return 4 + utf16_units(value) * 2
+
+
+# --------------------------------------------------------------------------------------------
+# Records <-> entities. Every field is written explicitly; reading tolerates absent optional fields
+# so rows written by an older version still load.
+# --------------------------------------------------------------------------------------------
+
+
+def encode_cluster(record: ClusterRecord) -> Entity:
+    _check_key(record.name, "cluster name")
+    entity: Entity = {
+        "PartitionKey": CLUSTERS_PARTITION,
+        "RowKey": record.name,
+        "status": record.status.value,
+        "generation": record.generation,
+        "created_at": _to_utc(record.created_at, "created_at"),
+        "updated_at": _to_utc(record.updated_at, "updated_at"),
+    }
+    put_text(entity, "config_json", record.config_json)
+    put_text(entity, "config_hash", record.config_hash)
+    put_text(entity, "head", _json(dataclasses.asdict(record.head)))
+    put_text(entity, "last_decision", record.last_decision)
+    put_text(entity, "last_observation", record.last_observation)
+    put_text(entity, "unavailable", _json([_encode_unavailability(item) for item in record.unavailable]))
+    put_text(entity, "ignored_fields", _json(list(record.ignored_fields)))
+    put_text(entity, "status_reason", record.status_reason)
+    size_bytes = entity_size_bytes(entity)
+    if size_bytes > MAX_ENTITY_BYTES:
+        config_bytes = utf16_units(record.config_json) * 2
+        raise ConfigTooLargeError(
+            f"cluster {record.name!r} needs {size_bytes} bytes of storage ({config_bytes} of them config, "
+            f"as UTF-16); one entity holds at most {MAX_ENTITY_BYTES}"
+        )
+    return entity
+
+
+def decode_cluster(entity: Mapping[str, object], etag: str) -> ClusterRecord:
+    return ClusterRecord(
+        name=_as_str(entity["RowKey"], "RowKey"),
+        status=ClusterStatus(_as_str(entity["status"], "status")),
+        config_json=get_text(entity, "config_json"),
+        config_hash=get_text(entity, "config_hash"),
+        generation=_as_int(entity.get("generation", 0), "generation"),
+        created_at=_from_utc(entity["created_at"], "created_at"),
+        updated_at=_from_utc(entity["updated_at"], "updated_at"),
+        head=_decode_head(get_text(entity, "head")),
+        last_decision=get_text(entity, "last_decision"),
+        last_observation=get_text(entity, "last_observation"),
+        unavailable=tuple(_decode_unavailability(item) for item in _json_list(get_text(entity, "unavailable"))),
+        ignored_fields=tuple(str(item) for item in _json_list(get_text(entity, "ignored_fields"))),
+        status_reason=get_text(entity, "status_reason"),
+        etag=etag,
+    )
+
+
+def encode_instance(record: InstanceRecord) -> Entity:
+    _check_key(record.cluster_name, "cluster name")
+    _check_key(record.instance_id, "instance id")
+    entity: Entity = {
+        "PartitionKey": record.cluster_name,
+        "RowKey": record.instance_id,
+        "status": record.status.value,
+        "status_since": _to_utc(record.status_since, "status_since"),
+        "created_at": _to_utc(record.created_at, "created_at"),
+        "is_head": record.is_head,
+        "attempts": record.attempts,
+    }
+    put_text(entity, "node_type", record.node_type)
+    put_text(entity, "request_id", record.request_id)
+    put_text(entity, "cloud_instance_id", record.cloud_instance_id)
+    put_text(entity, "ray_node_id", record.ray_node_id)
+    put_text(entity, "config_hash", record.config_hash)
+    put_text(entity, "availability_zone", record.availability_zone)
+    put_text(entity, "last_error", record.last_error)
+    _check_size(entity, f"instance {record.instance_id!r} of cluster {record.cluster_name!r}")
+    return entity
+
+
+def decode_instance(entity: Mapping[str, object], etag: str) -> InstanceRecord:
+    return InstanceRecord(
+        cluster_name=_as_str(entity["PartitionKey"], "PartitionKey"),
+        instance_id=_as_str(entity["RowKey"], "RowKey"),
+        node_type=get_text(entity, "node_type"),
+        status=InstanceStatus(_as_str(entity["status"], "status")),
+        request_id=get_text(entity, "request_id"),
+        status_since=_from_utc(entity["status_since"], "status_since"),
+        created_at=_from_utc(entity["created_at"], "created_at"),
+        is_head=_as_bool(entity.get("is_head", False), "is_head"),
+        cloud_instance_id=get_text(entity, "cloud_instance_id"),
+        ray_node_id=get_text(entity, "ray_node_id"),
+        config_hash=get_text(entity, "config_hash"),
+        availability_zone=get_text(entity, "availability_zone"),
+        last_error=get_text(entity, "last_error"),
+        attempts=_as_int(entity.get("attempts", 0), "attempts"),
+        etag=etag,
+    )
+
+
+def event_row_key(at: datetime, unique_suffix: str) -> str:
+    """Inverted microseconds since the epoch, so the service's ascending RowKey order is newest first."""
+    ticks = (_to_utc(at, "at") - _EPOCH) // timedelta(microseconds=1)
+    return f"{_EVENT_TICKS_CEILING - ticks:020d}-{unique_suffix}"
+
+
+def encode_event(event: Event, unique_suffix: str) -> Entity:
+    _check_key(event.cluster_name, "cluster name")
+    entity: Entity = {
+        "PartitionKey": event.cluster_name,
+        "RowKey": event_row_key(event.at, unique_suffix),
+        "at": _to_utc(event.at, "at"),
+    }
+    put_text(entity, "kind", event.kind)
+    put_text(entity, "message", event.message)
+    put_text(entity, "instance_id", event.instance_id)
+    _check_size(entity, f"event {event.kind!r} of cluster {event.cluster_name!r}")
+    return entity
+
+
+def decode_event(entity: Mapping[str, object]) -> Event:
+    return Event(
+        cluster_name=_as_str(entity["PartitionKey"], "PartitionKey"),
+        at=_from_utc(entity["at"], "at"),
+        kind=get_text(entity, "kind"),
+        message=get_text(entity, "message"),
+        instance_id=get_text(entity, "instance_id"),
+    )
+
+
+def _encode_unavailability(item: Unavailability) -> dict[str, str]:
+    return {"node_type": item.node_type, "until": _to_utc(item.until, "until").isoformat(), "reason": item.reason}
+
+
+def _decode_unavailability(item: object) -> Unavailability:
+    if not isinstance(item, dict):
+        raise StateError(f"stored unavailability is not an object: {item!r}")
+    return Unavailability(
+        node_type=str(item["node_type"]),
+        until=_from_utc(datetime.fromisoformat(str(item["until"])), "until"),
+        reason=str(item.get("reason", "")),
+    )
+
+
+_HEAD_FIELDS = frozenset(head_field.name for head_field in dataclasses.fields(HeadInfo))
+
+
+def _decode_head(text: str) -> HeadInfo:
+    if not text:
+        return HeadInfo()
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise StateError(f"stored head is not an object: {text!r}")
+    # Fields a newer version may add are ignored rather than breaking the read.
+    return HeadInfo(**{key: str(value) for key, value in data.items() if key in _HEAD_FIELDS})
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def _json_list(text: str) -> list[object]:
+    if not text:
+        return []
+    data = json.loads(text)
+    if not isinstance(data, list):
+        raise StateError(f"stored value is not a list: {text!r}")
+    return data
+
+
+def _check_key(key: str, what: str) -> None:
+    if not key or _FORBIDDEN_KEY_CHARACTERS.search(key) or utf16_units(key) > _MAX_KEY_UTF16_UNITS:
+        raise ValueError(f"{what} {key!r} cannot be a table key (empty, too long, or has / \\ # ? or controls)")
+
+
+def _check_size(entity: Entity, what: str) -> None:
+    size_bytes = entity_size_bytes(entity)
+    if size_bytes > MAX_ENTITY_BYTES:
+        raise StateError(f"{what} needs {size_bytes} bytes of storage; one entity holds at most {MAX_ENTITY_BYTES}")
+
+
+def _to_utc(value: datetime, name: str) -> datetime:
+    # A naive datetime is ambiguous; guessing its zone would silently shift timers by hours.
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime, got naive {value.isoformat()}")
+    return value.astimezone(UTC)
+
+
+def _from_utc(value: object, name: str) -> datetime:
+    """A plain aware UTC datetime (the SDK hands back its own datetime subclass)."""
+    if not isinstance(value, datetime):
+        raise StateError(f"stored property {name} is not a datetime: {value!r}")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    utc = value.astimezone(UTC)
+    return datetime(utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, tzinfo=UTC)
+
+
+def _as_str(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise StateError(f"stored property {name} is not text: {value!r}")
+    return value
+
+
+def _as_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StateError(f"stored property {name} is not an integer: {value!r}")
+    return value
+
+
+def _as_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise StateError(f"stored property {name} is not a boolean: {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# The record store, written once over five entity primitives that each backend provides
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredEntity:
+    properties: Mapping[str, object]
+    etag: str
+
+
+class EntityTables(Protocol):
+    """What a backend must do. Query results are in RowKey order, as Table Storage returns them."""
+
+    def get(self, table: TableKind, partition_key: str, row_key: str) -> StoredEntity | None: ...
+
+    def query(self, table: TableKind, partition_key: str, limit: int | None = None) -> Iterator[StoredEntity]: ...
+
+    def insert(self, table: TableKind, entity: Entity) -> str:
+        """The new etag. Raises ConflictError when the row exists."""
+        ...
+
+    def replace(self, table: TableKind, entity: Entity, etag: str) -> str:
+        """The new etag. Raises ConflictError when the row changed since `etag` or is gone."""
+        ...
+
+    def delete(self, table: TableKind, partition_key: str, row_key: str, etag: str) -> None:
+        """Raises ConflictError when the row changed since `etag`; a missing row is fine."""
+        ...
+
+
+class EntityStateStore:
+    """`StateStore` over any `EntityTables`: one encoding, so every backend stores exactly the same rows."""
+
+    def __init__(self, tables: EntityTables) -> None:
+        self._tables = tables
+
+    def get_cluster(self, name: str) -> ClusterRecord | None:
+        _check_key(name, "cluster name")
+        stored = self._tables.get(TableKind.CLUSTERS, CLUSTERS_PARTITION, name)
+        return None if stored is None else decode_cluster(stored.properties, stored.etag)
+
+    def list_clusters(self) -> list[ClusterRecord]:
+        return [
+            decode_cluster(stored.properties, stored.etag)
+            for stored in self._tables.query(TableKind.CLUSTERS, CLUSTERS_PARTITION)
+        ]
+
+    def insert_cluster(self, record: ClusterRecord) -> ClusterRecord:
+        etag = self._tables.insert(TableKind.CLUSTERS, encode_cluster(record))
+        return dataclasses.replace(record, etag=etag)
+
+    def update_cluster(self, record: ClusterRecord) -> ClusterRecord:
+        _require_etag(record.etag, f"cluster {record.name!r}")
+        etag = self._tables.replace(TableKind.CLUSTERS, encode_cluster(record), record.etag)
+        return dataclasses.replace(record, etag=etag)
+
+    def list_instances(self, cluster_name: str) -> list[InstanceRecord]:
+        _check_key(cluster_name, "cluster name")
+        return [
+            decode_instance(stored.properties, stored.etag)
+            for stored in self._tables.query(TableKind.INSTANCES, cluster_name)
+        ]
+
+    def insert_instance(self, record: InstanceRecord) -> InstanceRecord:
+        etag = self._tables.insert(TableKind.INSTANCES, encode_instance(record))
+        return dataclasses.replace(record, etag=etag)
+
+    def update_instance(self, record: InstanceRecord) -> InstanceRecord:
+        _require_etag(record.etag, f"instance {record.instance_id!r}")
+        etag = self._tables.replace(TableKind.INSTANCES, encode_instance(record), record.etag)
+        return dataclasses.replace(record, etag=etag)
+
+    def delete_instance(self, record: InstanceRecord) -> None:
+        _require_etag(record.etag, f"instance {record.instance_id!r}")
+        _check_key(record.cluster_name, "cluster name")
+        _check_key(record.instance_id, "instance id")
+        self._tables.delete(TableKind.INSTANCES, record.cluster_name, record.instance_id, record.etag)
+
+    def append_event(self, event: Event) -> None:
+        self._tables.insert(TableKind.EVENTS, encode_event(event, uuid.uuid4().hex[:12]))
+
+    def list_events(self, cluster_name: str, limit: int = 50) -> list[Event]:
+        """Newest first."""
+        _check_key(cluster_name, "cluster name")
+        if limit <= 0:
+            return []
+        return [decode_event(stored.properties) for stored in self._tables.query(TableKind.EVENTS, cluster_name, limit)]
+
+
+def _require_etag(etag: str, what: str) -> None:
+    if not etag:
+        raise ValueError(f"{what} has no etag: write back a record read from the store (or returned by insert)")
+
+
+# --------------------------------------------------------------------------------------------
+# Azure Table Storage
+# --------------------------------------------------------------------------------------------
+
+TableCredential = TokenCredential | AzureNamedKeyCredential | AzureSasCredential
+
+
+class AzureEntityTables:
+    """`EntityTables` on azure-data-tables. Works the same against Azurite and Azure."""
+
+    def __init__(self, table_service: TableServiceClient, table_prefix: str) -> None:
+        self.table_names = {kind: f"{table_prefix}{kind.value}" for kind in TableKind}
+        for name in self.table_names.values():
+            if not _TABLE_NAME.match(name):
+                raise ValueError(
+                    f"table name {name!r} is invalid: the prefix must be alphanumeric and start with a letter"
+                )
+        self._service = table_service
+        self._clients = {kind: table_service.get_table_client(name) for kind, name in self.table_names.items()}
+        self._tables_exist = False
+        self._tables_lock = threading.Lock()
+
+    def ensure_tables(self) -> None:
+        """Create the missing tables. One query when they all exist; safe to race with other processes."""
+        wanted = set(self.table_names.values())
+        name_filter = " or ".join(f"TableName eq @name{index}" for index in range(len(wanted)))
+        parameters = {f"name{index}": name for index, name in enumerate(sorted(wanted))}
+        existing = {table.name for table in self._service.query_tables(name_filter, parameters=parameters)}
+        for name in sorted(wanted - existing):
+            with contextlib.suppress(ResourceExistsError):
+                self._service.create_table(name)
+        self._tables_exist = True
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._service.close()
+
+    def get(self, table: TableKind, partition_key: str, row_key: str) -> StoredEntity | None:
+        client = self._client(table)
+        try:
+            entity = client.get_entity(partition_key, row_key)
+        except ResourceNotFoundError:
+            return None
+        return StoredEntity(entity, _etag_of(entity.metadata))
+
+    def query(self, table: TableKind, partition_key: str, limit: int | None = None) -> Iterator[StoredEntity]:
+        client = self._client(table)
+        # The page size bounds the first request, so a limited read costs one round trip.
+        pages = client.query_entities(
+            "PartitionKey eq @partition_key",
+            parameters={"partition_key": partition_key},
+            results_per_page=min(limit, 1000) if limit is not None else None,
+        )
+        for entity in itertools.islice(pages, limit):
+            yield StoredEntity(entity, _etag_of(entity.metadata))
+
+    def insert(self, table: TableKind, entity: Entity) -> str:
+        client = self._client(table)
+        try:
+            metadata = client.create_entity(entity)
+        except ResourceExistsError as error:
+            raise ConflictError(f"{_describe(table, entity)} already exists") from error
+        return _etag_of(metadata)
+
+    def replace(self, table: TableKind, entity: Entity, etag: str) -> str:
+        client = self._client(table)
+        try:
+            metadata = client.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        except ResourceModifiedError as error:
+            raise ConflictError(f"{_describe(table, entity)} changed since it was read") from error
+        except ResourceNotFoundError as error:
+            raise ConflictError(f"{_describe(table, entity)} was deleted since it was read") from error
+        except HttpResponseError as error:
+            if error.status_code == HTTPStatus.PRECONDITION_FAILED:
+                raise ConflictError(f"{_describe(table, entity)} changed since it was read") from error
+            raise
+        return _etag_of(metadata)
+
+    def delete(self, table: TableKind, partition_key: str, row_key: str, etag: str) -> None:
+        client = self._client(table)
+        try:
+            # The SDK already treats 404 as success.
+            client.delete_entity(partition_key, row_key, etag=etag, match_condition=MatchConditions.IfNotModified)
+        except ResourceModifiedError as error:
+            raise ConflictError(f"{table.value} row {partition_key}/{row_key} changed since it was read") from error
+        except HttpResponseError as error:
+            if error.status_code == HTTPStatus.PRECONDITION_FAILED:
+                raise ConflictError(f"{table.value} row {partition_key}/{row_key} changed since it was read") from error
+            raise
+
+    def _client(self, table: TableKind) -> TableClient:
+        # Checked once per process, not per request: a warm function instance never re-creates tables.
+        if not self._tables_exist:
+            with self._tables_lock:
+                if not self._tables_exist:
+                    self.ensure_tables()
+        return self._clients[table]
+
+
+def _etag_of(metadata: Mapping[str, object]) -> str:
+    etag = metadata.get("etag")
+    if not isinstance(etag, str) or not etag:
+        raise StateError(f"the table service returned no etag: {metadata!r}")
+    return etag
+
+
+def _describe(table: TableKind, entity: Entity) -> str:
+    return f"{table.value} row {entity['PartitionKey']}/{entity['RowKey']}"
+
+
+class TableStateStore(EntityStateStore):
+    """Cluster state in three tables (`<prefix>clusters`, `<prefix>instances`, `<prefix>events`).
+
+    Clusters: PartitionKey "cluster", RowKey = name. Instances: PartitionKey = cluster name, RowKey = instance id.
+    Events: PartitionKey = cluster name, RowKey = inverted time + random suffix (newest first).
+    Tables are created on first use, once per store; call `ensure_tables()` to do it up front.
+    """
+
+    def __init__(self, table_service: TableServiceClient, *, table_prefix: str = "") -> None:
+        self._azure_tables = AzureEntityTables(table_service, table_prefix)
+        super().__init__(self._azure_tables)
+        self.table_service = table_service
+
+    @classmethod
+    def from_connection_string(cls, conn_str: str, table_prefix: str = "") -> TableStateStore:
+        return cls(TableServiceClient.from_connection_string(conn_str), table_prefix=table_prefix)
+
+    @classmethod
+    def from_account(cls, account_name: str, credential: TableCredential, table_prefix: str = "") -> TableStateStore:
+        """Identity-based access (the function's managed identity needs Storage Table Data Contributor)."""
+        endpoint = f"https://{account_name}.table.core.windows.net"
+        return cls(TableServiceClient(endpoint=endpoint, credential=credential), table_prefix=table_prefix)
+
+    @property
+    def table_names(self) -> list[str]:
+        return [self._azure_tables.table_names[kind] for kind in TableKind]
+
+    def ensure_tables(self) -> None:
+        self._azure_tables.ensure_tables()
+
+    def close(self) -> None:
+        self._azure_tables.close()
+
+
+# --------------------------------------------------------------------------------------------
+# In memory: the same encoding and limits, rows in dicts behind one lock
+# --------------------------------------------------------------------------------------------
+
+
+class InMemoryEntityTables:
+    """`EntityTables` in process memory. Thread-safe; etags are a counter."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[TableKind, dict[tuple[str, str], StoredEntity]] = {kind: {} for kind in TableKind}
+        self._etag_counter = itertools.count(1)
+
+    def get(self, table: TableKind, partition_key: str, row_key: str) -> StoredEntity | None:
+        with self._lock:
+            return self._rows[table].get((partition_key, row_key))
+
+    def query(self, table: TableKind, partition_key: str, limit: int | None = None) -> Iterator[StoredEntity]:
+        with self._lock:
+            matching = sorted((key, stored) for key, stored in self._rows[table].items() if key[0] == partition_key)
+        return iter([stored for _, stored in matching][:limit])
+
+    def insert(self, table: TableKind, entity: Entity) -> str:
+        key = _row_key_of(entity)
+        with self._lock:
+            if key in self._rows[table]:
+                raise ConflictError(f"{_describe(table, entity)} already exists")
+            return self._store(table, key, entity)
+
+    def replace(self, table: TableKind, entity: Entity, etag: str) -> str:
+        key = _row_key_of(entity)
+        with self._lock:
+            current = self._rows[table].get(key)
+            if current is None:
+                raise ConflictError(f"{_describe(table, entity)} was deleted since it was read")
+            if current.etag != etag:
+                raise ConflictError(f"{_describe(table, entity)} changed since it was read")
+            return self._store(table, key, entity)
+
+    def delete(self, table: TableKind, partition_key: str, row_key: str, etag: str) -> None:
+        with self._lock:
+            current = self._rows[table].get((partition_key, row_key))
+            if current is None:
+                return
+            if current.etag != etag:
+                raise ConflictError(f"{table.value} row {partition_key}/{row_key} changed since it was read")
+            del self._rows[table][(partition_key, row_key)]
+
+    def _store(self, table: TableKind, key: tuple[str, str], entity: Entity) -> str:
+        etag = f'W/"{next(self._etag_counter)}"'
+        # A copy, so a caller mutating its dict afterwards cannot change what is stored.
+        self._rows[table][key] = StoredEntity(dict(entity), etag)
+        return etag
+
+
+def _row_key_of(entity: Entity) -> tuple[str, str]:
+    return str(entity["PartitionKey"]), str(entity["RowKey"])
+
+
+class InMemoryStateStore(EntityStateStore):
+    """For unit tests and local runs without Azurite; passes the same contract tests as `TableStateStore`."""
+
+    def __init__(self) -> None:
+        super().__init__(InMemoryEntityTables())

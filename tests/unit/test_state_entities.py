@@ -1,0 +1,224 @@
+"""How records become Table Storage entities: text splitting, sizes, keys, datetimes and defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from azure.core.credentials import AzureNamedKeyCredential
+
+from autoscaler.model import ClusterRecord, ClusterStatus, Event, HeadInfo, InstanceRecord, InstanceStatus
+from autoscaler.state import (
+    MAX_PROPERTY_UTF16_UNITS,
+    Entity,
+    EntityValue,
+    StateError,
+    TableStateStore,
+    decode_cluster,
+    decode_instance,
+    encode_cluster,
+    encode_event,
+    encode_instance,
+    entity_size_bytes,
+    event_row_key,
+    get_text,
+    put_text,
+    split_text,
+    utf16_units,
+)
+
+T0 = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+TEST_CREDENTIAL = AzureNamedKeyCredential("account", "a2V5")
+
+
+def cluster(**changes: object) -> ClusterRecord:
+    values: dict[str, object] = {
+        "name": "demo",
+        "status": ClusterStatus.RUNNING,
+        "config_json": "{}",
+        "config_hash": "h",
+        "generation": 1,
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    values.update(changes)
+    return ClusterRecord(**values)  # type: ignore[arg-type]
+
+
+def instance(**changes: object) -> InstanceRecord:
+    values: dict[str, object] = {
+        "cluster_name": "demo",
+        "instance_id": "i-1",
+        "node_type": "worker",
+        "status": InstanceStatus.QUEUED,
+        "request_id": "r-1",
+        "status_since": T0,
+        "created_at": T0,
+    }
+    values.update(changes)
+    return InstanceRecord(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "max_units", "expected_pieces"),
+    [
+        ("", 4, []),
+        ("abcd", 4, ["abcd"]),
+        ("abcdefghij", 4, ["abcd", "efgh", "ij"]),
+        ("ab😀cd", 3, ["ab", "😀c", "d"]),  # the emoji takes two units and is never cut in half
+        ("😀😀😀", 3, ["😀", "😀", "😀"]),
+        ("😀😀", 4, ["😀😀"]),
+        ("ééé", 2, ["éé", "é"]),  # BMP accents take one unit
+    ],
+)
+def test_split_text_cuts_at_the_utf16_limit_between_characters(
+    text: str, max_units: int, expected_pieces: list[str]
+) -> None:
+    assert split_text(text, max_units) == expected_pieces
+
+
+@pytest.mark.parametrize(
+    ("text", "expected_property_names"),
+    [
+        ("", ["note"]),
+        ("a" * MAX_PROPERTY_UTF16_UNITS, ["note"]),
+        ("a" * (MAX_PROPERTY_UTF16_UNITS + 1), ["note_parts", "note_0", "note_1"]),
+        ("😀" * MAX_PROPERTY_UTF16_UNITS, ["note_parts", "note_0", "note_1"]),
+        ("b" * (3 * MAX_PROPERTY_UTF16_UNITS), ["note_parts", "note_0", "note_1", "note_2"]),
+    ],
+)
+def test_text_longer_than_one_property_is_split_and_joins_back(text: str, expected_property_names: list[str]) -> None:
+    entity: Entity = {}
+
+    put_text(entity, "note", text)
+
+    assert list(entity) == expected_property_names
+    assert all(utf16_units(str(value)) <= MAX_PROPERTY_UTF16_UNITS for value in entity.values())
+    assert get_text(entity, "note") == text
+
+
+def test_text_with_a_missing_piece_is_reported_not_shortened() -> None:
+    with pytest.raises(StateError, match="note_1"):
+        get_text({"note_parts": 2, "note_0": "first half"}, "note")
+
+
+@pytest.mark.parametrize(
+    ("entity", "expected_bytes"),
+    [
+        ({"PartitionKey": "p", "RowKey": "r"}, 4 + 2 + 2),
+        ({"PartitionKey": "p", "RowKey": "r", "n": 5}, 8 + (8 + 2 + 4)),
+        ({"PartitionKey": "p", "RowKey": "r", "b": True}, 8 + (8 + 2 + 1)),
+        ({"PartitionKey": "p", "RowKey": "r", "at": T0}, 8 + (8 + 4 + 8)),
+        ({"PartitionKey": "p", "RowKey": "r", "s": "ab"}, 8 + (8 + 2 + 4 + 4)),
+        ({"PartitionKey": "p", "RowKey": "r", "s": "😀"}, 8 + (8 + 2 + 4 + 4)),
+    ],
+)
+def test_entity_size_follows_the_service_formula(entity: dict[str, EntityValue], expected_bytes: int) -> None:
+    assert entity_size_bytes(entity) == expected_bytes
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later"),
+    [
+        (T0, T0 + timedelta(microseconds=1)),
+        (T0, T0 + timedelta(days=3650)),
+        (datetime(1969, 12, 31, tzinfo=UTC), datetime(1970, 1, 2, tzinfo=UTC)),
+        (datetime(2025, 1, 1, 12, tzinfo=UTC), datetime(2025, 1, 1, 12, 0, 1, tzinfo=UTC)),
+    ],
+)
+def test_event_row_keys_sort_newer_events_first(earlier: datetime, later: datetime) -> None:
+    later_key, earlier_key = event_row_key(later, "s"), event_row_key(earlier, "s")
+
+    assert later_key < earlier_key
+    assert len(later_key) == len(earlier_key)
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda: encode_cluster(cluster(created_at=datetime(2025, 1, 1))),
+        lambda: encode_instance(instance(status_since=datetime(2025, 1, 1))),
+        lambda: encode_event(Event("demo", datetime(2025, 1, 1), "launch", "m"), "s"),
+    ],
+    ids=["cluster", "instance", "event"],
+)
+def test_naive_datetimes_are_refused(encode: Callable[[], object]) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        encode()
+
+
+@pytest.mark.parametrize("bad_name", ["", "a/b", "a\\b", "a#b", "a?b", "a\nb", "a\u007fb", "x" * 513])
+def test_names_that_cannot_be_table_keys_are_refused(bad_name: str) -> None:
+    with pytest.raises(ValueError, match="table key"):
+        encode_cluster(cluster(name=bad_name))
+    with pytest.raises(ValueError, match="table key"):
+        encode_instance(instance(instance_id=bad_name))
+
+
+def test_a_cluster_row_without_optional_fields_loads_with_their_defaults() -> None:
+    minimal = {
+        "PartitionKey": "cluster",
+        "RowKey": "old",
+        "status": "creating",
+        "created_at": T0,
+        "updated_at": T0,
+    }
+
+    assert decode_cluster(minimal, etag="e1") == ClusterRecord(
+        name="old",
+        status=ClusterStatus.CREATING,
+        config_json="",
+        config_hash="",
+        generation=0,
+        created_at=T0,
+        updated_at=T0,
+        etag="e1",
+    )
+
+
+def test_an_instance_row_without_optional_fields_loads_with_their_defaults() -> None:
+    minimal = {"PartitionKey": "demo", "RowKey": "i-1", "status": "queued", "status_since": T0, "created_at": T0}
+
+    assert decode_instance(minimal, etag="e1") == instance(node_type="", request_id="", etag="e1")
+
+
+def test_head_fields_unknown_to_this_version_are_ignored() -> None:
+    entity = encode_cluster(cluster())
+    entity["head"] = '{"ray_address": "10.0.0.4:6379", "added_later": "x"}'
+
+    assert decode_cluster(entity, etag="e1").head == HeadInfo(ray_address="10.0.0.4:6379")
+
+
+def test_encoded_cluster_has_one_property_per_record_field() -> None:
+    entity = encode_cluster(cluster(head=HeadInfo(instance_id="h-1")))
+
+    assert set(entity) == {
+        "PartitionKey",
+        "RowKey",
+        "status",
+        "generation",
+        "created_at",
+        "updated_at",
+        "config_json",
+        "config_hash",
+        "head",
+        "last_decision",
+        "last_observation",
+        "unavailable",
+        "ignored_fields",
+        "status_reason",
+    }
+
+
+def test_from_account_uses_the_accounts_table_endpoint() -> None:
+    store = TableStateStore.from_account("myaccount", TEST_CREDENTIAL, table_prefix="dev")
+
+    assert store.table_service.url.startswith("https://myaccount.table.core.windows.net")
+    assert store.table_names == ["devclusters", "devinstances", "devevents"]
+
+
+@pytest.mark.parametrize("bad_prefix", ["1ab", "a-b", "a_b", "x" * 60])
+def test_table_prefixes_that_make_invalid_table_names_are_refused(bad_prefix: str) -> None:
+    with pytest.raises(ValueError, match="table name"):
+        TableStateStore.from_account("myaccount", TEST_CREDENTIAL, table_prefix=bad_prefix)
