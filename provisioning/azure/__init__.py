@@ -1,0 +1,1 @@
+"""Azure provider: `provider.AzureCloudProvider` (imports the management SDKs lazily), error table, cloud-init."""

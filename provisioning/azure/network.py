@@ -1,0 +1,114 @@
+"""The per-cluster network, as pure values: names, address ranges, Ray's ports and the NSG rules.
+
+Ray's ports are pinned (see `ray_start_arguments` in cloud_init.py) so that the NSG can name them: Ray would
+otherwise pick random ports for the node manager, agents and metrics, and only "allow everything" would work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+MANAGED_BY = "ray-serverless-autoscaler"
+
+TAG_CLUSTER = "ray-cluster-name"
+TAG_NODE_TYPE = "ray-node-type"
+TAG_INSTANCE = "ray-instance-id"
+TAG_REQUEST = "ray-request-id"
+TAG_MANAGED_BY = "managed-by"
+
+GCS_PORT = 6379
+DASHBOARD_PORT = 8265
+CLIENT_SERVER_PORT = 10001
+OBJECT_MANAGER_PORT = 8076
+NODE_MANAGER_PORT = 8077
+DASHBOARD_AGENT_GRPC_PORT = 8078
+RUNTIME_ENV_AGENT_PORT = 8079
+METRICS_EXPORT_PORT = 8080
+DASHBOARD_AGENT_HTTP_PORT = 52365
+HEAD_AGENT_PORT = 8270
+MIN_WORKER_PORT = 10002
+MAX_WORKER_PORT = 19999
+
+RAY_PORT_RANGES: tuple[str, ...] = (
+    str(GCS_PORT),
+    str(DASHBOARD_PORT),
+    str(CLIENT_SERVER_PORT),
+    str(OBJECT_MANAGER_PORT),
+    str(NODE_MANAGER_PORT),
+    str(DASHBOARD_AGENT_GRPC_PORT),
+    str(RUNTIME_ENV_AGENT_PORT),
+    str(METRICS_EXPORT_PORT),
+    str(DASHBOARD_AGENT_HTTP_PORT),
+    str(HEAD_AGENT_PORT),
+    f"{MIN_WORKER_PORT}-{MAX_WORKER_PORT}",
+)
+
+NODES_SUBNET_NAME = "ray-nodes"
+# Custom NSG rules live in 100..4096; ours deny everything else at the bottom of that range, so Azure's
+# AllowVnetInBound (65000), which also admits peered and on-premises networks, never opens Ray's ports.
+RAY_RULE_PRIORITY = 100
+SSH_RULE_PRIORITY = 200
+DENY_ALL_PRIORITY = 4096
+
+
+def network_tags(cluster_name: str) -> dict[str, str]:
+    return {TAG_CLUSTER: cluster_name, TAG_MANAGED_BY: MANAGED_BY}
+
+
+def vnet_name(cluster_name: str) -> str:
+    return f"ray-{cluster_name}-vnet"
+
+
+def nsg_name(cluster_name: str) -> str:
+    return f"ray-{cluster_name}-nsg"
+
+
+def address_space(cluster_name: str) -> tuple[str, str]:
+    """(VNet range, nodes subnet range) for the cluster: 10.<100..199>.0.0/16, derived from the name.
+
+    Each cluster gets its own range so several clusters can be peered with the function app's network; a
+    collision of two names on the same octet is possible and then shows up as a peering error, not silently.
+    """
+    octet = 100 + int.from_bytes(hashlib.sha256(cluster_name.encode()).digest()[:2], "big") % 100
+    return f"10.{octet}.0.0/16", f"10.{octet}.0.0/17"
+
+
+def security_rules(
+    cluster_subnet_prefix: str, function_subnet_prefix: str | None, ssh_allowed_cidrs: list[str]
+) -> list[dict[str, Any]]:
+    """The NSG's custom inbound rules (ARM JSON): Ray from the cluster and function subnets, SSH from the listed
+    CIDRs only, and an explicit deny of everything else."""
+    ray_sources = [cluster_subnet_prefix] + ([function_subnet_prefix] if function_subnet_prefix else [])
+    rules: list[dict[str, Any]] = [
+        _rule(
+            "allow-ray-from-cluster-and-control-plane", RAY_RULE_PRIORITY, "Allow", ray_sources, list(RAY_PORT_RANGES)
+        ),
+    ]
+    if ssh_allowed_cidrs:
+        rules.append(_rule("allow-ssh-from-allowed-cidrs", SSH_RULE_PRIORITY, "Allow", list(ssh_allowed_cidrs), ["22"]))
+    rules.append(_rule("deny-all-other-inbound", DENY_ALL_PRIORITY, "Deny", ["*"], ["*"], protocol="*"))
+    return rules
+
+
+def _rule(
+    name: str, priority: int, access: str, sources: list[str], ports: list[str], *, protocol: str = "Tcp"
+) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "priority": priority,
+        "direction": "Inbound",
+        "access": access,
+        "protocol": protocol,
+        "sourcePortRange": "*",
+        "destinationAddressPrefix": "*",
+    }
+    # ARM wants the singular field for one value and the plural one for several.
+    if len(sources) == 1:
+        properties["sourceAddressPrefix"] = sources[0]
+    else:
+        properties["sourceAddressPrefixes"] = sources
+    if len(ports) == 1:
+        properties["destinationPortRange"] = ports[0]
+    else:
+        properties["destinationPortRanges"] = ports
+    return {"name": name, "properties": properties}

@@ -1,0 +1,195 @@
+"""The ARM emulator behaves as Azure does for what the providers use, seen through the real Azure SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from azure.core.exceptions import HttpResponseError
+from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.compute.models import VirtualMachine
+from azure.mgmt.network import NetworkManagementClient
+
+from tests.support.arm_emulator import ArmEmulator, Fault, FaultKind, normalize_path
+
+RESOURCE_GROUP = "rg"
+
+
+@pytest.fixture
+def arm() -> Iterator[ArmEmulator]:
+    with ArmEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def compute(arm: ArmEmulator) -> ComputeManagementClient:
+    return ComputeManagementClient(arm.credential(), arm.subscription_id, retry_total=0, **arm.client_kwargs())
+
+
+@pytest.fixture
+def network(arm: ArmEmulator) -> NetworkManagementClient:
+    return NetworkManagementClient(arm.credential(), arm.subscription_id, retry_total=0, **arm.client_kwargs())
+
+
+@pytest.fixture
+def subnet_id(arm: ArmEmulator) -> str:
+    return arm.seed_subnet(RESOURCE_GROUP, "vnet", "nodes", "10.1.0.0/24")
+
+
+def vm_body(subnet_id: str, *, delete_option: str = "Delete", tags: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "location": "eastus",
+        "tags": tags or {"ray-cluster-name": "c1"},
+        "properties": {
+            "hardwareProfile": {"vmSize": "Standard_D2s_v3"},
+            "storageProfile": {"osDisk": {"createOption": "FromImage", "deleteOption": delete_option}},
+            "networkProfile": {
+                "networkApiVersion": "2020-11-01",
+                "networkInterfaceConfigurations": [
+                    {
+                        "name": "vm1-nic",
+                        "properties": {
+                            "deleteOption": delete_option,
+                            "ipConfigurations": [
+                                {
+                                    "name": "ip",
+                                    "properties": {
+                                        "subnet": {"id": subnet_id},
+                                        "publicIPAddressConfiguration": {
+                                            "name": "vm1-ip",
+                                            "properties": {"deleteOption": delete_option},
+                                        },
+                                    },
+                                }
+                            ],
+                        },
+                    }
+                ],
+            },
+        },
+    }
+
+
+def types_of(arm: ArmEmulator) -> list[str]:
+    return sorted(resource["type"].split("/")[-1] for resource in arm.resources())
+
+
+def test_a_polled_creation_follows_the_async_operation_until_it_succeeds(
+    arm: ArmEmulator, compute: ComputeManagementClient, subnet_id: str
+) -> None:
+    arm.inject(Fault("PUT", r"/virtualMachines/vm1$", kind=FaultKind.SLOW, observations=2))
+
+    poller = compute.virtual_machines.begin_create_or_update(
+        RESOURCE_GROUP, "vm1", VirtualMachine(vm_body(subnet_id)), polling_interval=0
+    )
+    vm = poller.result()
+
+    assert vm.as_dict()["properties"]["provisioningState"] == "Succeeded"
+    assert (
+        arm.requests_by_route[("GET", "/subscriptions/{}/providers/Microsoft.Compute/locations/{}/operations/{}")] >= 2
+    )
+
+
+@pytest.mark.parametrize(
+    ("delete_option", "left_behind"),
+    [
+        ("Delete", ["virtualNetworks"]),
+        ("Detach", ["disks", "networkInterfaces", "publicIPAddresses", "virtualNetworks"]),
+    ],
+)
+def test_deleting_a_vm_takes_along_only_what_is_marked_delete(
+    arm: ArmEmulator, compute: ComputeManagementClient, subnet_id: str, delete_option: str, left_behind: list[str]
+) -> None:
+    compute.virtual_machines.begin_create_or_update(
+        RESOURCE_GROUP, "vm1", VirtualMachine(vm_body(subnet_id, delete_option=delete_option)), polling=False
+    )
+
+    compute.virtual_machines.begin_delete(RESOURCE_GROUP, "vm1", polling=False)
+
+    assert types_of(arm) == left_behind
+
+
+def test_resources_in_use_refuse_deletion_as_azure_does(
+    arm: ArmEmulator, compute: ComputeManagementClient, network: NetworkManagementClient, subnet_id: str
+) -> None:
+    compute.virtual_machines.begin_create_or_update(
+        RESOURCE_GROUP, "vm1", VirtualMachine(vm_body(subnet_id)), polling=False
+    )
+
+    with pytest.raises(HttpResponseError) as nic_error:
+        network.network_interfaces.begin_delete(RESOURCE_GROUP, "vm1-nic", polling=False)
+    with pytest.raises(HttpResponseError) as vnet_error:
+        network.virtual_networks.begin_delete(RESOURCE_GROUP, "vnet", polling=False)
+
+    assert nic_error.value.error is not None
+    assert nic_error.value.error.code == "NicInUse"
+    assert vnet_error.value.error is not None
+    assert vnet_error.value.error.code == "InUseSubnetCannotBeDeleted"
+
+
+def test_list_all_with_status_only_shows_power_state_and_eviction_changes_it(
+    arm: ArmEmulator, compute: ComputeManagementClient, subnet_id: str
+) -> None:
+    compute.virtual_machines.begin_create_or_update(
+        RESOURCE_GROUP, "vm1", VirtualMachine(vm_body(subnet_id)), polling=False
+    )
+
+    def power_states() -> list[str]:
+        return [
+            status["code"]
+            for vm in compute.virtual_machines.list_all(status_only="true")
+            for status in vm.as_dict()["properties"]["instanceView"]["statuses"]
+            if status["code"].startswith("PowerState/")
+        ]
+
+    assert power_states() == ["PowerState/running"]
+    arm.evict("vm1", mode="deallocate")
+    assert power_states() == ["PowerState/deallocated"]
+    arm.evict("vm1", mode="delete")
+    assert power_states() == []
+    assert types_of(arm) == ["virtualNetworks"]
+
+
+def test_faults_match_method_and_path_and_are_consumed(arm: ArmEmulator, compute: ComputeManagementClient) -> None:
+    arm.inject(Fault("DELETE", r"/virtualMachines/", status=503, code="ServiceUnavailable"))
+    arm.inject(Fault("GET", r"/virtualMachines$", status=429, code="TooManyRequests", retry_after_s=30))
+
+    with pytest.raises(HttpResponseError) as throttled:
+        list(compute.virtual_machines.list_all())
+    second = list(compute.virtual_machines.list_all())
+
+    assert throttled.value.status_code == 429
+    assert getattr(throttled.value.response, "headers", {}).get("Retry-After") == "30"
+    assert second == []
+    assert len(arm.pending_faults()) == 1  # the DELETE fault waits for its request
+
+
+def test_requests_are_counted_by_normalized_path_and_kind(
+    arm: ArmEmulator, compute: ComputeManagementClient, subnet_id: str
+) -> None:
+    compute.virtual_machines.begin_create_or_update(
+        RESOURCE_GROUP, "vm1", VirtualMachine(vm_body(subnet_id)), polling=False
+    )
+    list(compute.virtual_machines.list(RESOURCE_GROUP))
+    compute.virtual_machines.instance_view(RESOURCE_GROUP, "vm1")
+
+    assert (arm.reads, arm.writes) == (2, 1)
+    assert (
+        arm.requests_by_route[
+            ("GET", "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines")
+        ]
+        == 1
+    )
+    assert normalize_path(
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1/instanceView"
+    ) == ("/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{}/instanceView")
+
+
+def test_a_request_without_a_bearer_token_is_refused(arm: ArmEmulator) -> None:
+    url = f"{arm.base_url}/subscriptions/{arm.subscription_id}/providers/Microsoft.Compute/virtualMachines"
+
+    answer = requests.get(url, verify=arm.ca_path, timeout=5)
+
+    assert answer.status_code == 401

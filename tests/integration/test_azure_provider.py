@@ -1,0 +1,625 @@
+"""AzureCloudProvider through the real Azure SDK against the loopback ARM emulator."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import yaml
+
+from autoscaler.config import ClusterConfig, parse_cluster_config
+from autoscaler.model import CloudState, LaunchRequest
+from provisioning.azure.cloud_init import NodeBootSpec, render_cloud_config
+from provisioning.azure.errors import classify_failed_provisioning
+from provisioning.azure.network import HEAD_AGENT_PORT, MANAGED_BY
+from provisioning.azure.provider import AzureCloudProvider, AzureSettings, vm_name_for
+from provisioning.azure.ssh import generate_ssh_keypair
+from provisioning.cloud import (
+    CapacityError,
+    CloudError,
+    InvalidRequestError,
+    NotFoundError,
+    QuotaError,
+    ThrottledError,
+    TransientError,
+)
+from tests.support.arm_emulator import ArmEmulator, Fault, FaultKind, iter_allow_rules
+from tests.support.provider_contract import CONTRACT_CHECKS
+
+RESOURCE_GROUP = "rg-ray"
+HEAD_TYPE = "ray.head.default"
+SPOT_TYPE = "ray.worker.spot"
+ON_DEMAND_TYPE = "ray.worker.cpu"
+FUNCTION_SUBNET_PREFIX = "10.250.0.0/24"
+CLUSTER_TAGS = ("ray-cluster-name", "ray-node-type", "ray-instance-id", "ray-request-id", "managed-by")
+IMAGE = {"imagePublisher": "Canonical", "imageOffer": "ubuntu-24_04-lts", "imageSku": "server"}
+VM_TYPE = "Microsoft.Compute/virtualMachines"
+
+
+@pytest.fixture
+def arm() -> Iterator[ArmEmulator]:
+    with ArmEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def function_subnet_id(arm: ArmEmulator) -> str:
+    return arm.seed_subnet("rg-platform", "functions-vnet", "functions", FUNCTION_SUBNET_PREFIX)
+
+
+def make_config(arm: ArmEmulator, cluster_name: str = "demo", **provider: Any) -> ClusterConfig:
+    document = {
+        "cluster_name": cluster_name,
+        "max_workers": 200,
+        "provider": {
+            "type": "azure",
+            "location": "eastus",
+            "resource_group": RESOURCE_GROUP,
+            "subscription_id": arm.subscription_id,
+            "availability_zone": "1,2,3",
+            **provider,
+        },
+        "auth": {"ssh_user": "ubuntu"},
+        "available_node_types": {
+            HEAD_TYPE: {
+                "resources": {"CPU": 2},
+                "node_config": {"azure_arm_parameters": {"vmSize": "Standard_D2s_v3", **IMAGE}},
+            },
+            ON_DEMAND_TYPE: {
+                "resources": {"CPU": 4},
+                "max_workers": 200,
+                "node_config": {"azure_arm_parameters": {"vmSize": "Standard_D4s_v3", **IMAGE}},
+            },
+            SPOT_TYPE: {
+                "resources": {"CPU": 4},
+                "max_workers": 200,
+                "node_config": {
+                    "azure_arm_parameters": {
+                        "vmSize": "Standard_D4s_v3",
+                        **IMAGE,
+                        "priority": "Spot",
+                        "billingProfile": {"maxPrice": 0.05},
+                    }
+                },
+            },
+        },
+        "head_node_type": HEAD_TYPE,
+        "setup_commands": ["echo setup"],
+    }
+    return parse_cluster_config(document).config
+
+
+def make_provider(arm: ArmEmulator, config: ClusterConfig, function_subnet_id: str = "") -> AzureCloudProvider:
+    settings = AzureSettings(
+        subscription_id=arm.subscription_id,
+        function_subnet_id=function_subnet_id,
+        base_url=arm.base_url,
+        connection_verify=arm.ca_path,
+        retry_backoff_factor_s=0.01,
+        retry_backoff_max_s=0.05,
+        delete_retry_backoff_s=0.01,
+    )
+    return AzureCloudProvider(config, arm.credential(), settings)
+
+
+def make_request(
+    config: ClusterConfig,
+    instance_id: str,
+    *,
+    node_type: str = HEAD_TYPE,
+    availability_zone: str = "",
+) -> LaunchRequest:
+    is_head = node_type == config.head_node_type
+    node = config.available_node_types[node_type]
+    return LaunchRequest(
+        cluster_name=config.cluster_name,
+        instance_id=instance_id,
+        request_id=f"req-{instance_id}",
+        node_type=node_type,
+        is_head=is_head,
+        resources=node.resources,
+        node_config=node.node_config,
+        cluster_token="secret-cluster-token",
+        config_hash=config.config_hash(),
+        head_address="" if is_head else "10.100.0.4:6379",
+        control_plane_url="https://control.example",
+        availability_zone=availability_zone,
+    )
+
+
+def vm_snapshot(arm: ArmEmulator, config: ClusterConfig, instance_id: str) -> dict[str, Any]:
+    name = vm_name_for(config.cluster_name, instance_id)
+    (vm,) = [vm for vm in arm.resources(VM_TYPE) if vm["name"] == name]
+    return vm
+
+
+# ------------------------------------------------------------------------------------------ contract
+
+
+@dataclass
+class AzureHarness:
+    provider: AzureCloudProvider
+    config: ClusterConfig
+    cluster_name: str
+    settle_timeout_s: float = 2.0
+
+    def launch_request(self, *, instance_id: str, request_id: str) -> LaunchRequest:
+        request = make_request(self.config, instance_id)
+        return LaunchRequest(**{**request.__dict__, "request_id": request_id})
+
+
+@pytest.mark.parametrize("check", CONTRACT_CHECKS, ids=lambda check: check.__name__)
+def test_azure_provider_meets_the_provider_contract(
+    check: Callable[[AzureHarness], None], arm: ArmEmulator, function_subnet_id: str
+) -> None:
+    config = make_config(arm)
+    check(AzureHarness(make_provider(arm, config, function_subnet_id), config, config.cluster_name))
+
+
+# ------------------------------------------------------------------------------------------ ARM budget
+
+
+def test_steady_state_list_is_one_read_and_no_write(arm: ArmEmulator, function_subnet_id: str) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config, function_subnet_id)
+    provider.launch(make_request(config, "head0001"))
+    for index in range(5):
+        provider.launch(make_request(config, f"worker{index:04d}", node_type=SPOT_TYPE))
+    provider.list_instances(config.cluster_name)  # the head's NIC is read once, here
+    arm.reset_counts()
+
+    instances = provider.list_instances(config.cluster_name)
+
+    assert len(instances) == 6
+    assert (arm.reads, arm.writes) == (1, 0)
+
+
+def test_head_instance_carries_ray_address_dashboard_and_agent_urls(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    provider.launch(make_request(config, "head0001"))
+
+    (head,) = provider.list_instances(config.cluster_name)
+
+    assert head.is_head
+    assert head.state is CloudState.RUNNING
+    assert head.private_ip.startswith("10.")
+    assert head.ray_address == f"{head.private_ip}:6379"
+    assert head.dashboard_url == f"http://{head.private_ip}:8265"
+    assert head.agent_url == f"http://{head.private_ip}:{HEAD_AGENT_PORT}"
+
+
+def test_network_is_written_once_and_then_only_read_by_a_fresh_process(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    make_provider(arm, config).ensure_network()
+    arm.reset_counts()
+
+    make_provider(arm, config).ensure_network()
+
+    assert (arm.reads, arm.writes) == (1, 0)
+
+
+def test_given_subnet_means_no_network_is_created(arm: ArmEmulator) -> None:
+    subnet_id = arm.seed_subnet(RESOURCE_GROUP, "user-vnet", "nodes", "10.20.0.0/16")
+    config = make_config(arm, subnet_id=subnet_id)
+    provider = make_provider(arm, config)
+
+    provider.launch(make_request(config, "head0001"))
+
+    assert not arm.resources("Microsoft.Network/networkSecurityGroups")
+    assert [vnet["name"] for vnet in arm.resources("Microsoft.Network/virtualNetworks")] == ["user-vnet"]
+
+
+# ------------------------------------------------------------------------------------------ security
+
+
+def test_nsg_opens_ray_ports_only_to_cluster_and_function_subnets_and_ssh_only_to_given_cidrs(
+    arm: ArmEmulator, function_subnet_id: str
+) -> None:
+    config = make_config(arm, ssh_allowed_cidrs=["203.0.113.0/24"])
+    make_provider(arm, config, function_subnet_id).launch(make_request(config, "head0001"))
+
+    (nsg,) = arm.resources("Microsoft.Network/networkSecurityGroups")
+    (vnet,) = [v for v in arm.resources("Microsoft.Network/virtualNetworks") if v["name"] == "ray-demo-vnet"]
+    cluster_subnet_prefix = vnet["properties"]["subnets"][0]["properties"]["addressPrefix"]
+    for rule in iter_allow_rules(nsg):
+        sources = rule.get("sourceAddressPrefixes") or [rule["sourceAddressPrefix"]]
+        ports = rule.get("destinationPortRanges") or [rule["destinationPortRange"]]
+        assert not {"*", "Internet", "0.0.0.0/0"} & set(sources), rule["name"]
+        if "22" in ports:
+            assert (sources, ports) == (["203.0.113.0/24"], ["22"])
+        elif rule["priority"] < 65000:
+            assert set(sources) == {cluster_subnet_prefix, FUNCTION_SUBNET_PREFIX}
+            assert {"6379", "8265", "10001", "8076", str(HEAD_AGENT_PORT)} <= set(ports)
+    deny = [rule for rule in nsg["properties"]["securityRules"] if rule["properties"]["access"] == "Deny"]
+    assert deny
+    assert deny[0]["properties"]["sourceAddressPrefix"] == "*"
+    assert deny[0]["properties"]["priority"] < 65000
+
+
+def test_without_ssh_cidrs_there_is_no_ssh_rule(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    make_provider(arm, config).launch(make_request(config, "head0001"))
+
+    (nsg,) = arm.resources("Microsoft.Network/networkSecurityGroups")
+    assert all("ssh" not in rule["name"] for rule in nsg["properties"]["securityRules"])
+
+
+@pytest.mark.parametrize(
+    ("use_internal_ips", "ssh_allowed_cidrs", "expect_public_ip"),
+    [
+        (False, ["203.0.113.0/24"], True),
+        (False, [], False),
+        (True, ["203.0.113.0/24"], False),
+    ],
+)
+def test_head_gets_a_public_ip_only_when_ssh_is_allowed_and_ips_are_external(
+    arm: ArmEmulator, use_internal_ips: bool, ssh_allowed_cidrs: list[str], expect_public_ip: bool
+) -> None:
+    config = make_config(arm, use_internal_ips=use_internal_ips, ssh_allowed_cidrs=ssh_allowed_cidrs)
+    provider = make_provider(arm, config)
+    provider.launch(make_request(config, "head0001"))
+    provider.launch(make_request(config, "worker0001", node_type=SPOT_TYPE))
+
+    public_ips = arm.resources("Microsoft.Network/publicIPAddresses")
+
+    assert [ip["name"] for ip in public_ips] == ([f"{vm_name_for('demo', 'head0001')}-ip"] if expect_public_ip else [])
+
+
+def test_no_vm_has_a_managed_identity(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    provider.launch(make_request(config, "head0001"))
+    provider.launch(make_request(config, "worker0001", node_type=SPOT_TYPE))
+
+    assert all("identity" not in vm for vm in arm.resources(VM_TYPE))
+
+
+def test_every_resource_is_tagged_for_ownership(arm: ArmEmulator) -> None:
+    config = make_config(arm, ssh_allowed_cidrs=["203.0.113.0/24"])
+    provider = make_provider(arm, config)
+    provider.launch(make_request(config, "head0001"))
+
+    for type_name in (VM_TYPE, "Microsoft.Network/networkInterfaces", "Microsoft.Network/publicIPAddresses"):
+        for resource in arm.resources(type_name):
+            assert set(CLUSTER_TAGS) <= set(resource["tags"]), resource["id"]
+            assert resource["tags"]["ray-instance-id"] == "head0001"
+    for type_name in ("Microsoft.Network/virtualNetworks", "Microsoft.Network/networkSecurityGroups"):
+        for resource in arm.resources(type_name):
+            assert resource["tags"] == {"ray-cluster-name": "demo", "managed-by": MANAGED_BY}
+
+
+# ------------------------------------------------------------------------------------------ VM model
+
+
+def test_spot_worker_carries_priority_eviction_policy_and_max_price(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    make_provider(arm, config).launch(make_request(config, "worker0001", node_type=SPOT_TYPE))
+
+    properties = vm_snapshot(arm, config, "worker0001")["properties"]
+
+    assert properties["priority"] == "Spot"
+    assert properties["evictionPolicy"] == "Delete"
+    assert properties["billingProfile"] == {"maxPrice": 0.05}
+
+
+def test_nic_os_disk_and_public_ip_are_deleted_with_the_vm(arm: ArmEmulator) -> None:
+    config = make_config(arm, ssh_allowed_cidrs=["203.0.113.0/24"])
+    make_provider(arm, config).launch(make_request(config, "head0001"))
+
+    properties = vm_snapshot(arm, config, "head0001")["properties"]
+    (nic,) = properties["networkProfile"]["networkInterfaceConfigurations"]
+    public_ip = nic["properties"]["ipConfigurations"][0]["properties"]["publicIPAddressConfiguration"]
+    assert nic["properties"]["deleteOption"] == "Delete"
+    assert public_ip["properties"]["deleteOption"] == "Delete"
+    assert properties["storageProfile"]["osDisk"]["deleteOption"] == "Delete"
+
+
+@pytest.mark.parametrize(
+    ("requested_zone", "expected_zones"),
+    [("2", {"2"}), ("", {"1", "2", "3"})],
+)
+def test_workers_use_the_requested_zone_or_spread_over_the_configured_ones(
+    arm: ArmEmulator, requested_zone: str, expected_zones: set[str]
+) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    for index in range(12):
+        provider.launch(
+            make_request(config, f"worker{index:04d}", node_type=ON_DEMAND_TYPE, availability_zone=requested_zone)
+        )
+
+    zones = {vm["zones"][0] for vm in arm.resources(VM_TYPE)}
+
+    assert zones == expected_zones
+
+
+def test_cloud_config_keeps_the_token_in_a_root_only_file_and_starts_ray_with_token_auth() -> None:
+    spec = NodeBootSpec(
+        cluster_name="demo",
+        instance_id="worker0001",
+        node_type=SPOT_TYPE,
+        is_head=False,
+        resources={"CPU": 4, "accelerator": 1},
+        cluster_token="secret-cluster-token",
+        ssh_user="ubuntu",
+        setup_commands=["echo $HOME"],
+        head_address="10.100.0.4:6379",
+    )
+    document = yaml.safe_load(render_cloud_config(spec).removeprefix("#cloud-config\n"))
+    files = {entry["path"]: entry for entry in document["write_files"]}
+
+    holding_token = [path for path, entry in files.items() if "secret-cluster-token" in entry["content"]]
+    assert holding_token == ["/etc/ray/cluster-token"]
+    assert files["/etc/ray/cluster-token"]["permissions"] == "0600"
+    unit = files["/etc/systemd/system/ray-node.service"]["content"]
+    for line in (
+        "Environment=RAY_AUTH_MODE=token",
+        "Environment=RAY_CLOUD_INSTANCE_ID=worker0001",
+        "Environment=RAY_enable_autoscaler_v2=1",
+        "LoadCredential=cluster-token:/etc/ray/cluster-token",
+    ):
+        assert line in unit
+    start = files["/opt/ray/start-ray.sh"]["content"]
+    assert "--address=10.100.0.4:6379" in start
+    assert "--num-cpus=4" in start
+    assert "sudo -u ubuntu -H bash -lc 'echo $HOME'" in files["/opt/ray/bootstrap.sh"]["content"]
+    assert "secret-cluster-token" not in str(document["runcmd"])
+
+
+def test_custom_data_is_base64_gzip_of_the_cloud_config(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    request = make_request(config, "worker0001", node_type=SPOT_TYPE)
+
+    body = provider._vm_body(request, provider._arm_parameters(request), "vm", provider.nodes_subnet_id())
+
+    text = gzip.decompress(base64.b64decode(body["properties"]["osProfile"]["customData"])).decode()
+    assert text.startswith("#cloud-config\n")
+
+
+def test_generated_ssh_keypair_is_ed25519_openssh() -> None:
+    public_key, private_key = generate_ssh_keypair()
+
+    assert public_key.startswith("ssh-ed25519 ")
+    assert private_key.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+
+
+# ------------------------------------------------------------------------------------------ faults
+
+
+@dataclass(frozen=True)
+class FaultCase:
+    name: str
+    fault: Fault
+    node_type: str
+    expected: type[CloudError] | None  # None: the SDK's bounded retry absorbs it
+    ttl_s: float | None = None
+    retry_after_s: float | None = None
+
+
+VM_PUT = r"/virtualMachines/[^/]+$"
+QUOTA_MESSAGE = "Operation could not be completed as it results in exceeding approved Total Regional Cores quota."
+
+FAULT_TABLE = [
+    FaultCase(
+        "sku-on-demand", Fault("PUT", VM_PUT, status=409, code="SkuNotAvailable"), ON_DEMAND_TYPE, CapacityError, 82800
+    ),
+    FaultCase("sku-spot", Fault("PUT", VM_PUT, status=409, code="SkuNotAvailable"), SPOT_TYPE, CapacityError, 3600),
+    FaultCase("allocation", Fault("PUT", VM_PUT, status=409, code="AllocationFailed"), SPOT_TYPE, CapacityError, 3600),
+    FaultCase("zonal", Fault("PUT", VM_PUT, status=409, code="ZonalAllocationFailed"), SPOT_TYPE, CapacityError, 3600),
+    FaultCase(
+        "overconstrained",
+        Fault("PUT", VM_PUT, status=409, code="OverconstrainedAllocationRequest"),
+        SPOT_TYPE,
+        CapacityError,
+        3600,
+    ),
+    FaultCase(
+        "overconstrained-zonal",
+        Fault("PUT", VM_PUT, status=409, code="OverconstrainedZonalAllocationRequest"),
+        SPOT_TYPE,
+        CapacityError,
+        3600,
+    ),
+    FaultCase(
+        "regional-quota",
+        Fault("PUT", VM_PUT, status=409, code="OperationNotAllowed", message=QUOTA_MESSAGE),
+        ON_DEMAND_TYPE,
+        QuotaError,
+        900,
+    ),
+    FaultCase("spot-quota", Fault("PUT", VM_PUT, status=409, code="LowPriorityQuota"), SPOT_TYPE, QuotaError, 3600),
+    FaultCase(
+        "spot-price",
+        Fault("PUT", VM_PUT, status=409, code="SpotPriceGreaterThanProvidedMaxPrice"),
+        SPOT_TYPE,
+        CapacityError,
+        3600,
+    ),
+    FaultCase(
+        "max-price-invalid",
+        Fault("PUT", VM_PUT, status=400, code="MaxPriceValueInvalid"),
+        SPOT_TYPE,
+        InvalidRequestError,
+    ),
+    FaultCase(
+        "throttled-long",
+        Fault("PUT", VM_PUT, status=429, code="OperationNotAllowed", message="TooManyRequests", retry_after_s=1200),
+        SPOT_TYPE,
+        ThrottledError,
+        retry_after_s=1200,
+    ),
+    FaultCase(
+        "throttled-short-is-retried",
+        Fault("PUT", VM_PUT, status=429, code="TooManyRequests", retry_after_s=1),
+        SPOT_TYPE,
+        None,
+    ),
+    FaultCase(
+        "locked-by-another-operation",
+        Fault("PUT", VM_PUT, status=429, code="RetryableErrorDueToAnotherOperation", times=3),
+        SPOT_TYPE,
+        TransientError,
+    ),
+    FaultCase("server-error", Fault("PUT", VM_PUT, status=500, times=3), SPOT_TYPE, TransientError),
+    FaultCase(
+        "unavailable", Fault("PUT", VM_PUT, status=503, code="ServiceUnavailable", times=3), SPOT_TYPE, TransientError
+    ),
+    FaultCase("server-error-once-is-retried", Fault("PUT", VM_PUT, status=500, times=1), SPOT_TYPE, None),
+]
+
+
+@pytest.mark.parametrize("case", FAULT_TABLE, ids=lambda case: case.name)
+def test_each_launch_fault_is_answered_as_its_error_table_row_says(arm: ArmEmulator, case: FaultCase) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    request = make_request(config, "worker0001", node_type=case.node_type)
+    arm.inject(case.fault)
+    started = time.monotonic()
+
+    if case.expected is None:
+        provider.launch(request)
+    else:
+        with pytest.raises(case.expected) as raised:
+            provider.launch(request)
+        error: Any = raised.value
+        if case.ttl_s is not None:
+            assert error.ttl_s == case.ttl_s
+        if case.retry_after_s is not None:
+            assert error.retry_after_s == case.retry_after_s
+        provider.launch(request)  # the next tick retries the same request
+
+    assert time.monotonic() - started < 5, "a fault must never hold a call for long"
+    assert not arm.pending_faults()
+    assert [instance.instance_id for instance in provider.list_instances(config.cluster_name)] == ["worker0001"]
+
+
+def test_list_maps_not_found_and_throttling_to_typed_errors(arm: ArmEmulator) -> None:
+    provider = make_provider(arm, make_config(arm))
+    arm.inject(Fault("GET", r"/virtualMachines$", status=404, code="ResourceGroupNotFound"))
+    with pytest.raises(InvalidRequestError):
+        provider.list_instances("demo")
+    arm.inject(Fault("GET", r"/virtualMachines$", status=404, code="NotFound"))
+    with pytest.raises(NotFoundError):
+        provider.list_instances("demo")
+    arm.inject(Fault("GET", r"/virtualMachines$", status=429, code="TooManyRequests", retry_after_s=600))
+    with pytest.raises(ThrottledError):
+        provider.list_instances("demo")
+
+
+def test_asynchronous_allocation_failure_is_listed_as_failed_with_its_code(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    arm.inject(Fault("PUT", VM_PUT, kind=FaultKind.ASYNC_FAILURE, code="ZonalAllocationFailed", message="no room"))
+    provider.launch(make_request(config, "worker0001", node_type=SPOT_TYPE))
+
+    (instance,) = provider.list_instances(config.cluster_name)
+
+    assert instance.state is CloudState.FAILED
+    assert instance.detail == "ZonalAllocationFailed: no room"
+    assert isinstance(classify_failed_provisioning(instance.detail, is_spot=True), CapacityError)
+
+
+def test_slow_creation_is_listed_pending_until_it_completes(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    arm.inject(Fault("PUT", VM_PUT, kind=FaultKind.SLOW, observations=2))
+    provider.launch(make_request(config, "worker0001", node_type=SPOT_TYPE))
+
+    states = [provider.list_instances(config.cluster_name)[0].state for _ in range(4)]
+
+    assert states == [CloudState.PENDING, CloudState.PENDING, CloudState.RUNNING, CloudState.RUNNING]
+
+
+@pytest.mark.parametrize(("mode", "expected_states"), [("delete", []), ("deallocate", [CloudState.STOPPED])])
+def test_spot_eviction_is_observed_by_list(arm: ArmEmulator, mode: str, expected_states: list[CloudState]) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    provider.launch(make_request(config, "worker0001", node_type=SPOT_TYPE))
+
+    arm.evict(vm_name_for("demo", "worker0001"), mode=mode)
+
+    assert [instance.state for instance in provider.list_instances("demo")] == expected_states
+    if mode == "delete":
+        assert not arm.resources("Microsoft.Network/networkInterfaces")
+        assert not arm.resources("Microsoft.Compute/disks")
+
+
+# ------------------------------------------------------------------------------------------ destroy
+
+
+def test_destroy_leaves_zero_resources_of_the_cluster(arm: ArmEmulator, function_subnet_id: str) -> None:
+    config = make_config(arm, ssh_allowed_cidrs=["203.0.113.0/24"])
+    provider = make_provider(arm, config, function_subnet_id)
+    provider.launch(make_request(config, "head0001"))
+    for index in range(3):
+        provider.launch(make_request(config, f"worker{index:04d}", node_type=SPOT_TYPE))
+
+    report = provider.destroy_cluster("demo")
+
+    assert report.complete
+    assert [resource["name"] for resource in arm.resources()] == ["functions-vnet"]
+    assert any("virtualNetworks/ray-demo-vnet" in removed for removed in report.removed)
+
+
+def test_destroy_removes_nics_and_disks_left_behind_by_detached_deletes(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    provider.launch(make_request(config, "head0001"))
+    leftover_subnet = provider.nodes_subnet_id()
+    arm.seed_vm(
+        RESOURCE_GROUP,
+        "leaky-vm",
+        leftover_subnet,
+        tags={"ray-cluster-name": "demo", "managed-by": MANAGED_BY},
+        with_public_ip=True,
+    )
+
+    report = provider.destroy_cluster("demo")
+
+    assert report.complete, report.notes
+    assert arm.resources() == []
+
+
+def test_destroy_retries_in_use_and_reports_what_still_refuses(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    provider.ensure_network()
+    in_use = Fault("DELETE", r"/virtualNetworks/", status=400, code="InUseSubnetCannotBeDeleted", times=50)
+    arm.inject(in_use)
+
+    first = provider.destroy_cluster("demo")
+    in_use.times = 0
+    second = provider.destroy_cluster("demo")
+
+    assert any("ray-demo-vnet" in remaining for remaining in first.remaining)
+    assert second.complete
+    assert arm.resources() == []
+
+
+def test_destroy_absorbs_a_brief_in_use(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    provider.ensure_network()
+    arm.inject(Fault("DELETE", r"/networkSecurityGroups/", status=400, code="InUseNetworkSecurityGroupCannotBeDeleted"))
+
+    report = provider.destroy_cluster("demo")
+
+    assert report.complete
+    assert arm.resources() == []
+
+
+def test_relaunching_an_instance_with_another_vm_model_is_an_invalid_request(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    request = make_request(config, "worker0001", node_type=SPOT_TYPE)
+    provider.launch(request)
+
+    with pytest.raises(InvalidRequestError):
+        provider.launch(LaunchRequest(**{**request.__dict__, "cluster_token": "another-token"}))

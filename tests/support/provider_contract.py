@@ -1,0 +1,152 @@
+"""Reusable contract checks for `CloudProvider` implementations (provisioning/cloud.py's contracts).
+
+How to use, for any provider:
+
+    from tests.support.provider_contract import CONTRACT_CHECKS, ProviderHarness
+
+    @pytest.fixture
+    def harness() -> Iterator[ProviderHarness]:
+        yield MyHarness(...)  # anything with the attributes and methods of ProviderHarness
+
+    @pytest.mark.parametrize("check", CONTRACT_CHECKS, ids=lambda check: check.__name__)
+    def test_provider_contract(check, harness):
+        check(harness)
+
+A harness gives: `provider`, a fresh `cluster_name` (nothing of it exists yet), `settle_timeout_s` (how long an
+instance may take to show up in, or leave, the list: ~0 for an emulator, seconds for real processes), and
+`launch_request(instance_id=..., request_id=...)`, a valid head `LaunchRequest` for that cluster.
+Each check launches at most one instance and leaves nothing behind (it terminates and destroys what it made).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from autoscaler.model import CloudInstance, CloudState, LaunchRequest
+from provisioning.cloud import CloudProvider
+
+
+class ProviderHarness(Protocol):
+    provider: CloudProvider
+    cluster_name: str
+    settle_timeout_s: float
+
+    def launch_request(self, *, instance_id: str, request_id: str) -> LaunchRequest: ...
+
+
+def eventually(
+    read: Callable[[], list[CloudInstance]], accept: Callable[[list[CloudInstance]], bool], timeout_s: float
+) -> list[CloudInstance]:
+    """Call `read` until `accept` holds for its answer (lists are eventually consistent); fail after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answer = read()
+        if accept(answer):
+            return answer
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"the list never reached the expected state within {timeout_s:.1f} s: {answer}")
+        time.sleep(min(0.2, max(timeout_s / 20, 0.01)))
+
+
+def _live(instances: list[CloudInstance], instance_id: str) -> list[CloudInstance]:
+    return [
+        instance
+        for instance in instances
+        if instance.instance_id == instance_id and instance.state is not CloudState.TERMINATING
+    ]
+
+
+def _clean_up(harness: ProviderHarness, *instance_ids: str) -> None:
+    for instance_id in instance_ids:
+        harness.provider.terminate(harness.cluster_name, instance_id)
+    eventually(
+        lambda: harness.provider.list_instances(harness.cluster_name),
+        lambda instances: not any(_live(instances, instance_id) for instance_id in instance_ids),
+        harness.settle_timeout_s,
+    )
+    harness.provider.destroy_cluster(harness.cluster_name)
+
+
+def check_launched_instance_is_listed_with_its_tags(harness: ProviderHarness) -> None:
+    request = harness.launch_request(instance_id="contract-a1", request_id="request-a1")
+    harness.provider.launch(request)
+    instances = eventually(
+        lambda: harness.provider.list_instances(harness.cluster_name),
+        lambda instances: bool(_live(instances, request.instance_id)),
+        harness.settle_timeout_s,
+    )
+    (instance,) = _live(instances, request.instance_id)
+    assert instance.cluster_name == harness.cluster_name
+    assert instance.request_id == request.request_id
+    assert instance.node_type == request.node_type
+    assert instance.is_head is request.is_head
+    assert instance.cloud_instance_id
+    _clean_up(harness, request.instance_id)
+
+
+def check_launch_twice_with_one_request_id_makes_one_instance(harness: ProviderHarness) -> None:
+    request = harness.launch_request(instance_id="contract-b1", request_id="request-b1")
+    harness.provider.launch(request)
+    harness.provider.launch(request)
+    instances = eventually(
+        lambda: harness.provider.list_instances(harness.cluster_name),
+        lambda instances: bool(_live(instances, request.instance_id)),
+        harness.settle_timeout_s,
+    )
+    assert len([instance for instance in instances if instance.request_id == request.request_id]) == 1
+    _clean_up(harness, request.instance_id)
+
+
+def check_terminated_instance_leaves_the_list(harness: ProviderHarness) -> None:
+    request = harness.launch_request(instance_id="contract-c1", request_id="request-c1")
+    harness.provider.launch(request)
+    eventually(
+        lambda: harness.provider.list_instances(harness.cluster_name),
+        lambda instances: bool(_live(instances, request.instance_id)),
+        harness.settle_timeout_s,
+    )
+    harness.provider.terminate(harness.cluster_name, request.instance_id)
+    eventually(
+        lambda: harness.provider.list_instances(harness.cluster_name),
+        lambda instances: not _live(instances, request.instance_id),
+        harness.settle_timeout_s,
+    )
+    harness.provider.destroy_cluster(harness.cluster_name)
+
+
+def check_terminate_twice_is_not_an_error(harness: ProviderHarness) -> None:
+    request = harness.launch_request(instance_id="contract-d1", request_id="request-d1")
+    harness.provider.launch(request)
+    harness.provider.terminate(harness.cluster_name, request.instance_id)
+    harness.provider.terminate(harness.cluster_name, request.instance_id)
+    _clean_up(harness, request.instance_id)
+
+
+def check_terminate_unknown_instance_is_not_an_error(harness: ProviderHarness) -> None:
+    harness.provider.terminate(harness.cluster_name, "contract-never-launched")
+
+
+def check_unknown_cluster_lists_nothing(harness: ProviderHarness) -> None:
+    assert harness.provider.list_instances(harness.cluster_name) == []
+
+
+def check_destroy_twice_completes_without_error(harness: ProviderHarness) -> None:
+    request = harness.launch_request(instance_id="contract-e1", request_id="request-e1")
+    harness.provider.launch(request)
+    _clean_up(harness, request.instance_id)
+    second = harness.provider.destroy_cluster(harness.cluster_name)
+    assert second.complete
+    assert harness.provider.list_instances(harness.cluster_name) == []
+
+
+CONTRACT_CHECKS: tuple[Callable[[ProviderHarness], None], ...] = (
+    check_launched_instance_is_listed_with_its_tags,
+    check_launch_twice_with_one_request_id_makes_one_instance,
+    check_terminated_instance_leaves_the_list,
+    check_terminate_twice_is_not_an_error,
+    check_terminate_unknown_instance_is_not_an_error,
+    check_unknown_cluster_lists_nothing,
+    check_destroy_twice_completes_without_error,
+)
