@@ -1,0 +1,268 @@
+"""The head agent's window on Ray: the GCS autoscaler state, translated to the agent's JSON, and DrainNode.
+
+Ray is imported here at run time only (`load_ray_api`), after the agent has put its token in the environment:
+Ray reads `RAY_AUTH_MODE` / `RAY_AUTH_TOKEN` when its client first initializes, and the agent must also start
+(and answer `/v1/healthz`) on a machine where Ray is still starting. Ray ships no type stubs for `_raylet`, so
+the objects it returns are handled as `Any` and checked where they are read.
+
+The JSON built by `cluster_state_payload` is the wire contract of `GET /v1/state` (DESIGN.md "Head agent"),
+read back by `autoscaler.ray_state.parse_state`:
+
+    {"cluster_name": str, "cluster_resource_state_version": int,
+     "nodes": [{"ray_node_id": hex, "instance_id": str, "node_type": str,
+                "status": "running" | "idle" | "draining" | "dead", "idle_duration_s": float,
+                "total_resources": {name: amount}, "available_resources": {name: amount},
+                "is_head": bool, "node_ip_address": str}],
+     "pending": [{"shape": {name: amount}, "count": int}],
+     "gangs": [{"strategy": "PACK" | "SPREAD" | "STRICT_PACK" | "STRICT_SPREAD",
+                "bundles": [{name: amount}], "count": int}],
+     "constraints": [{"shape": {name: amount}, "count": int}]}
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from autoscaler.model import GangStrategy, Shape, shape_of
+
+logger = logging.getLogger(__name__)
+
+# Ray marks the head with this implicit resource; it is the one signal that does not depend on how Ray was started.
+HEAD_NODE_RESOURCE = "node:__internal_head__"
+# Where Ray puts a node's type when `RAY_NODE_TYPE_NAME` was not in the raylet's environment but a label was set.
+NODE_GROUP_LABEL = "ray.io/node-group"
+RAY_NODE_ID_HEX_LENGTH = 56  # a NodeID is 28 bytes
+
+GCS_CALL_TIMEOUT_S = 5.0
+GCS_CONNECT_RETRY_S = 1.0
+
+# Ray's NodeStatus names -> the agent's statuses. UNSPECIFIED is a node still registering: calling it "running"
+# keeps it from looking idle (and so from being scaled down) before Ray has said anything about it.
+_NODE_STATUS_BY_RAY_NAME = {
+    "RUNNING": "running",
+    "IDLE": "idle",
+    "DRAINING": "draining",
+    "DEAD": "dead",
+    "UNSPECIFIED": "running",
+}
+
+DRAIN_REASONS = {
+    "idle": "DRAIN_NODE_REASON_IDLE_TERMINATION",  # rejectable: a busy raylet says no
+    "preemption": "DRAIN_NODE_REASON_PREEMPTION",  # not rejectable: the VM is going away regardless
+}
+
+
+class RayUnavailableError(Exception):
+    """Ray is not installed here, or is a version without the autoscaler v2 GCS API the agent needs."""
+
+
+class GcsUnavailableError(Exception):
+    """The GCS could not be reached (yet), refused the agent's token, or failed the call."""
+
+
+@dataclass(frozen=True)
+class RayApi:
+    """The handful of Ray objects the agent uses, resolved once at start."""
+
+    gcs_client_class: Any
+    cluster_state_reply_class: Any  # GetClusterResourceStateReply
+    node_status_name: Any  # NodeStatus.Name: int -> "RUNNING", ...
+    drain_reason_values: Mapping[str, int]  # "idle" / "preemption" -> DrainNodeReason value
+
+    def read_cluster_state(self, gcs_client: Any) -> Any:
+        """The ClusterResourceState, as `ray.autoscaler.v2.sdk.get_cluster_resource_state` reads it, with a timeout."""
+        reply = self.cluster_state_reply_class()
+        reply.ParseFromString(gcs_client.get_cluster_resource_state(timeout_s=GCS_CALL_TIMEOUT_S))
+        return reply.cluster_resource_state
+
+
+def load_ray_api() -> RayApi:
+    """Import the Ray API the agent needs, or explain in one line why it is not there."""
+    try:
+        raylet = importlib.import_module("ray._raylet")
+        autoscaler_pb2 = importlib.import_module("ray.core.generated.autoscaler_pb2")
+        return RayApi(
+            gcs_client_class=raylet.GcsClient,
+            cluster_state_reply_class=autoscaler_pb2.GetClusterResourceStateReply,
+            node_status_name=autoscaler_pb2.NodeStatus.Name,
+            drain_reason_values={
+                reason: autoscaler_pb2.DrainNodeReason.Value(ray_name) for reason, ray_name in DRAIN_REASONS.items()
+            },
+        )
+    except ImportError as error:
+        raise RayUnavailableError(f"Ray is not installed for this Python ({error})") from error
+    except (AttributeError, ValueError) as error:
+        raise RayUnavailableError(
+            f"the installed Ray lacks the autoscaler v2 GCS API (GetClusterResourceState, DrainNode): {error}"
+        ) from error
+
+
+class RayGcs:
+    """One GCS client, shared by the HTTP threads and the wake-up watcher.
+
+    Constructing Ray's GcsClient blocks (about 40 s) while the GCS is down, so the client is built by a background
+    thread that retries until it succeeds; until then every call raises `GcsUnavailableError` at once instead of
+    hanging an HTTP request. Calls are serialized by a lock: the agent makes about one a second, and it spares us
+    relying on the thread safety of Ray's internal client.
+    """
+
+    def __init__(self, ray_api: RayApi, gcs_address: str, cluster_name: str) -> None:
+        self._ray_api = ray_api
+        self._gcs_address = gcs_address
+        self._cluster_name = cluster_name
+        self._client: Any = None
+        self._connected = threading.Event()
+        self._call_lock = threading.Lock()
+
+    def start_connecting(self, stop: threading.Event) -> threading.Thread:
+        thread = threading.Thread(target=self._connect_until_done, args=(stop,), name="gcs-connect", daemon=True)
+        thread.start()
+        return thread
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    def read_state_payload(self) -> dict[str, object]:
+        """The agent's `/v1/state` JSON, read from the GCS now."""
+        return cluster_state_payload(self._read_cluster_state(), self._cluster_name, self._ray_api.node_status_name)
+
+    def ray_node_ids(self) -> set[str]:
+        """Every node the GCS knows, dead ones included, as hex ids."""
+        return {bytes(node.node_id).hex() for node in self._read_cluster_state().node_states}
+
+    def drain(self, ray_node_id: str, reason: str, message: str) -> tuple[bool, str]:
+        """GCS DrainNode, no deadline. `(accepted, rejection_reason)`; an idle drain of a busy node is refused."""
+        reason_value = self._ray_api.drain_reason_values[reason]
+        client = self._connected_client()
+        try:
+            with self._call_lock:
+                accepted, rejection_reason = client.drain_node(
+                    ray_node_id, reason_value, message, 0, timeout=GCS_CALL_TIMEOUT_S
+                )
+        except Exception as error:
+            raise GcsUnavailableError(f"GCS DrainNode failed: {error}") from error
+        return bool(accepted), str(rejection_reason)
+
+    def _read_cluster_state(self) -> Any:
+        client = self._connected_client()
+        try:
+            with self._call_lock:
+                return self._ray_api.read_cluster_state(client)
+        except Exception as error:  # Ray raises RpcError, AuthenticationError, GetTimeoutError...
+            raise GcsUnavailableError(f"reading the GCS autoscaler state failed: {error}") from error
+
+    def _connected_client(self) -> Any:
+        if not self._connected.is_set():
+            raise GcsUnavailableError(f"not connected to the GCS at {self._gcs_address} yet")
+        return self._client
+
+    def _connect_until_done(self, stop: threading.Event) -> None:
+        last_failure = ""
+        while not stop.is_set():
+            try:
+                client = self._ray_api.gcs_client_class(address=self._gcs_address)
+                # Construction succeeds before the token is checked: one real call proves the token is accepted.
+                self._ray_api.read_cluster_state(client)
+            except Exception as error:
+                if str(error) != last_failure:  # once per distinct failure, not once a second
+                    logger.warning("cannot use the GCS at %s yet: %s", self._gcs_address, error)
+                    last_failure = str(error)
+                stop.wait(GCS_CONNECT_RETRY_S)
+                continue
+            self._client = client
+            self._connected.set()
+            logger.info("connected to the GCS at %s", self._gcs_address)
+            return
+
+
+# --------------------------------------------------------------------------------------------
+# ClusterResourceState proto -> JSON
+# --------------------------------------------------------------------------------------------
+
+
+def cluster_state_payload(cluster_state: Any, cluster_name: str, node_status_name: Any) -> dict[str, object]:
+    """Translate Ray's ClusterResourceState into the agent's JSON, folding identical shapes into counts."""
+    return {
+        "cluster_name": cluster_name,
+        "cluster_resource_state_version": int(cluster_state.cluster_resource_state_version),
+        "nodes": [_node_payload(node, node_status_name) for node in cluster_state.node_states],
+        "pending": _shape_counts(
+            (shape_of(request_by_count.request.resources_bundle), int(request_by_count.count))
+            for request_by_count in cluster_state.pending_resource_requests
+        ),
+        "gangs": _gang_payloads(cluster_state.pending_gang_resource_requests),
+        "constraints": _shape_counts(
+            (shape_of(request_by_count.request.resources_bundle), int(request_by_count.count))
+            for constraint in cluster_state.cluster_resource_constraints
+            for request_by_count in constraint.resource_requests
+        ),
+    }
+
+
+def _node_payload(node: Any, node_status_name: Any) -> dict[str, object]:
+    total_resources = {name: float(amount) for name, amount in node.total_resources.items()}
+    return {
+        "ray_node_id": bytes(node.node_id).hex(),
+        "instance_id": str(node.instance_id),
+        "node_type": str(node.ray_node_type_name) or str(node.labels.get(NODE_GROUP_LABEL, "")),
+        "status": _NODE_STATUS_BY_RAY_NAME.get(str(node_status_name(node.status)), "running"),
+        "idle_duration_s": int(node.idle_duration_ms) / 1000.0,
+        "total_resources": total_resources,
+        "available_resources": {name: float(amount) for name, amount in node.available_resources.items()},
+        "is_head": HEAD_NODE_RESOURCE in total_resources,
+        "node_ip_address": str(node.node_ip_address),
+    }
+
+
+def _shape_counts(shapes_with_counts: Iterable[tuple[Shape, int]]) -> list[dict[str, object]]:
+    """Fold identical shapes (they differ in Ray only by label selectors, which the planner cannot act on)."""
+    counts: Counter[Shape] = Counter()
+    for shape, count in shapes_with_counts:
+        if shape and count > 0:  # an empty shape needs no node
+            counts[shape] += count
+    return [{"shape": dict(shape), "count": count} for shape, count in sorted(counts.items())]
+
+
+def _gang_payloads(gang_requests: Iterable[Any]) -> list[dict[str, object]]:
+    counts: Counter[tuple[GangStrategy, tuple[Shape, ...]]] = Counter()
+    for gang_request in gang_requests:
+        # Ray 2.60 fills `bundle_selectors` and keeps `requests` for older readers; its own scheduler prefers the first.
+        requests = gang_request.bundle_selectors[0].resource_requests if gang_request.bundle_selectors else []
+        requests = requests or gang_request.requests
+        # A gang's bundles are placed together whatever their order, so sorting them lets identical gangs fold.
+        bundles = tuple(sorted(shape for shape in (shape_of(r.resources_bundle) for r in requests) if shape))
+        if bundles:
+            counts[(gang_strategy(str(gang_request.details), requests), bundles)] += 1
+    return [
+        {"strategy": strategy.value, "bundles": [dict(bundle) for bundle in bundles], "count": count}
+        for (strategy, bundles), count in sorted(counts.items())
+    ]
+
+
+def gang_strategy(details: str, requests: Iterable[Any]) -> GangStrategy:
+    """The placement strategy of a pending placement group.
+
+    GCS writes it in `details` as "<placement group id>:<STRATEGY>|<STATE>". Should that text change, the
+    placement constraints still tell the strict strategies apart (anti-affinity = STRICT_SPREAD, affinity =
+    STRICT_PACK); PACK is the safe reading of the rest, as it asks for the fewest nodes.
+    """
+    _, _, strategy_and_state = details.partition(":")
+    strategy_name = strategy_and_state.partition("|")[0]
+    if strategy_name in GangStrategy.__members__:
+        return GangStrategy(strategy_name)
+    constraints = [constraint for request in requests for constraint in request.placement_constraints]
+    if any(constraint.HasField("anti_affinity") for constraint in constraints):
+        return GangStrategy.STRICT_SPREAD
+    if any(constraint.HasField("affinity") for constraint in constraints):
+        return GangStrategy.STRICT_PACK
+    return GangStrategy.PACK
+
+
+def is_ray_node_id(text: str) -> bool:
+    return len(text) == RAY_NODE_ID_HEX_LENGTH and all(char in "0123456789abcdef" for char in text.lower())
