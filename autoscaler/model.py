@@ -50,7 +50,8 @@ class ClusterStatus(enum.StrEnum):
     @property
     def is_active(self) -> bool:
         """Whether the timer still reconciles clusters in this status."""
-        return self in (ClusterStatus.CREATING, ClusterStatus.RUNNING, ClusterStatus.DELETING)
+        # A failed cluster is still reconciled so that its remaining instances are terminated.
+        return self is not ClusterStatus.DELETED
 
 
 class InstanceStatus(enum.StrEnum):

@@ -1,0 +1,541 @@
+"""The imperative shell for one cluster tick: the six steps of DESIGN.md, in order.
+
+    1 read     state (Table Storage, with ETags)
+    2 observe  the cloud: ONE list call, by tags
+    3 observe  Ray: the head agent's GET /v1/state
+    4 decide   sync what we saw into instance statuses (passive), then plan(...) (pure)
+    5 save     the intent, guarded by the cluster's instance fence (a conflict ends the tick)
+    6 act      launch / drain / terminate, idempotent by request id, then save what happened
+
+The tick is level-triggered: it recomputes everything from what it observes, so a duplicate, late or lost message,
+an overlapping tick or a crash between two steps is harmless. It never waits on a long-running cloud operation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from autoscaler import lifecycle
+from autoscaler.config import ClusterConfig
+from autoscaler.model import (
+    CloudInstance,
+    CloudState,
+    ClusterRecord,
+    ClusterStatus,
+    Event,
+    HeadInfo,
+    InstanceRecord,
+    InstanceStatus,
+    LaunchRequest,
+    RayNodeStatus,
+    RayState,
+    ScalingPlan,
+    Termination,
+    Unavailability,
+    format_shape,
+)
+from autoscaler.planner import plan
+from autoscaler.ray_state import HeadUnreachableError, RayStateReader
+from autoscaler.state import ConflictError, StateStore
+from provisioning.cloud import (
+    CapacityError,
+    CloudError,
+    CloudProvider,
+    NotFoundError,
+    QuotaError,
+    ThrottledError,
+)
+
+log = logging.getLogger(__name__)
+
+S = InstanceStatus
+HEAD_LAUNCH_ATTEMPTS = 3  # a head that fails this many times fails the cluster (with the reasons in its events)
+FINAL_RECORD_RETENTION = timedelta(minutes=30)  # terminated rows stay visible in the status for a while, then go
+
+
+@dataclass(frozen=True)
+class ReconcileDeps:
+    """What a tick needs from the outside world; wired once in service.py."""
+
+    store: StateStore
+    provider_for: Callable[[ClusterConfig], CloudProvider]
+    ray_reader: RayStateReader
+    token_for: Callable[[str, int], str]  # (cluster name, generation) -> cluster token
+    clock: Callable[[], datetime]
+    control_plane_url: str = ""
+    head_info_extra: Callable[[ClusterConfig, str], HeadInfo] | None = None  # e.g. the local auth token path
+
+
+@dataclass
+class TickResult:
+    cluster_name: str
+    outcome: str  # reconciled | conflict | not-found | inactive | cloud-unavailable
+    plan: ScalingPlan | None = None
+    actions: list[str] = field(default_factory=list)
+    head_reachable: bool = False
+    detail: str = ""
+
+
+@dataclass
+class _Tick:
+    """The mutable working set of one tick (local to `reconcile`)."""
+
+    cluster: ClusterRecord
+    config: ClusterConfig
+    now: datetime
+    records: dict[str, InstanceRecord]
+    original: dict[str, InstanceRecord]
+    fence_etag: str
+    inserted: set[str] = field(default_factory=set)
+    terminate_now: set[str] = field(default_factory=set)  # moved to terminating this tick: call terminate in step 6
+    failure: str = ""  # set when the cluster can no longer run (its head is gone for good)
+    events: list[Event] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+
+    def event(self, kind: str, message: str, instance_id: str = "") -> None:
+        self.events.append(Event(self.cluster.name, self.now, kind, message, instance_id))
+
+    def move(self, instance_id: str, to_status: InstanceStatus, why: str, *, error: str = "") -> None:
+        record = self.records[instance_id]
+        if record.status == to_status:
+            return
+        self.records[instance_id] = lifecycle.transition(record, to_status, self.now, error=error)
+        if to_status == S.TERMINATING:
+            self.terminate_now.add(instance_id)
+        self.event("status", f"{record.node_type} {record.status} -> {to_status}: {why}", instance_id)
+
+    def changed(self) -> list[InstanceRecord]:
+        return [r for key, r in self.records.items() if key in self.inserted or r != self.original.get(key)]
+
+
+def reconcile(cluster_name: str, deps: ReconcileDeps) -> TickResult:
+    now = deps.clock()
+
+    # -- 1 read state ---------------------------------------------------------------------------------------------
+    cluster = deps.store.get_cluster(cluster_name)
+    if cluster is None:
+        return TickResult(cluster_name, "not-found")
+    if not cluster.status.is_active:
+        return TickResult(cluster_name, "inactive", detail=f"cluster is {cluster.status}")
+    config = ClusterConfig.from_json(cluster.config_json)
+    snapshot = deps.store.read_instances(cluster_name)
+    by_id = {r.instance_id: r for r in snapshot.records}
+    tick = _Tick(cluster, config, now, dict(by_id), dict(by_id), snapshot.fence_etag)
+    provider = deps.provider_for(config)
+    token = deps.token_for(cluster.name, cluster.generation)
+
+    # -- 2 observe the cloud (one list call) ------------------------------------------------------------------------
+    try:
+        cloud = {ci.instance_id: ci for ci in provider.list_instances(cluster_name)}
+    except CloudError as error:
+        # Deciding on a partial picture is worse than not deciding: skip the tick, the timer brings the next one.
+        log.warning("cluster %s: cloud list failed, skipping this tick: %s", cluster_name, error)
+        return TickResult(cluster_name, "cloud-unavailable", detail=str(error))
+
+    # -- 3 observe Ray (the head agent) -----------------------------------------------------------------------------
+    head_cloud = next((ci for ci in cloud.values() if ci.is_head), None)
+    ray: RayState | None = None
+    if head_cloud is not None and head_cloud.agent_url and head_cloud.state == CloudState.RUNNING:
+        try:
+            ray = deps.ray_reader.read_state(head_cloud.agent_url, token)
+        except HeadUnreachableError as error:
+            log.info("cluster %s: head agent unreachable (%s): no new information from Ray", cluster_name, error)
+
+    # -- 4 decide ---------------------------------------------------------------------------------------------------
+    _sync(tick, cloud, ray)
+    decided = _decide(tick, ray)
+    new_cluster = _next_cluster_record(tick, ray=ray, head_cloud=head_cloud, decided=decided, deps=deps)
+
+    # -- 5 save intent (the fence: one of two racing ticks wins, the other stops here) -------------------------------
+    try:
+        _save(deps.store, tick, new_cluster)
+    except ConflictError as error:
+        return TickResult(cluster_name, "conflict", decided, detail=str(error))
+    tick.original = dict(tick.records)
+    tick.inserted.clear()
+
+    # -- 6 act, then save what happened -----------------------------------------------------------------------------
+    if tick.cluster.status != ClusterStatus.DELETED:
+        _act(tick, provider=provider, deps=deps, token=token, head_cloud=head_cloud, ray=ray)
+        try:
+            _save(deps.store, tick, tick.cluster)
+        except ConflictError as error:
+            # The cloud calls were made and are idempotent; the next tick observes their effect.
+            return TickResult(cluster_name, "conflict", decided, tick.actions, ray is not None, str(error))
+    for event in tick.events:
+        deps.store.append_event(event)
+    return TickResult(cluster_name, "reconciled", decided, tick.actions, ray is not None)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 4a sync: fold what the cloud and Ray show into instance statuses (passive; no decisions about size)
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _sync(tick: _Tick, cloud: dict[str, CloudInstance], ray: RayState | None) -> None:
+    ray_by_instance = {node.instance_id: node for node in (ray.nodes if ray else ()) if node.instance_id}
+    for instance_id, record in list(tick.records.items()):
+        seen = cloud.get(instance_id)
+        node = ray_by_instance.get(instance_id)
+        status = record.status
+        if status == S.REQUESTED:
+            if seen is not None and seen.state == CloudState.FAILED:
+                tick.move(instance_id, S.ALLOCATION_FAILED, "the cloud reports the launch failed", error=seen.detail)
+            elif seen is not None:
+                tick.records[instance_id] = replace(tick.records[instance_id], cloud_instance_id=seen.cloud_instance_id)
+                tick.move(instance_id, S.ALLOCATED, "the cloud lists it")
+            elif lifecycle.is_stuck(record, tick.now):
+                tick.move(instance_id, S.ALLOCATION_FAILED, "never listed by the cloud within the request timeout")
+        status = tick.records[instance_id].status
+        if status in (S.ALLOCATED, S.RAY_RUNNING, S.DRAINING):
+            if seen is None:
+                tick.move(instance_id, S.TERMINATED, "vanished from the cloud (spot eviction or deleted outside)")
+                continue
+            if seen.state == CloudState.STOPPED:
+                tick.move(instance_id, S.TERMINATING, "stopped or deallocated in the cloud (spot eviction)")
+                continue
+        if status == S.ALLOCATED and node is not None and node.status != RayNodeStatus.DEAD:
+            tick.records[instance_id] = replace(tick.records[instance_id], ray_node_id=node.ray_node_id)
+            tick.move(instance_id, S.RAY_RUNNING, f"Ray node {node.ray_node_id[:12]} registered")
+        elif status == S.ALLOCATED and record.is_head and ray is not None:
+            tick.move(instance_id, S.RAY_RUNNING, "the head agent answers")
+        elif status == S.RAY_RUNNING and ray is not None and not record.is_head:
+            if node is None or node.status == RayNodeStatus.DEAD:
+                tick.move(instance_id, S.TERMINATING, "its Ray node is dead")
+        elif status == S.DRAINING and lifecycle.is_stuck(record, tick.now):
+            tick.move(instance_id, S.RAY_RUNNING, "the drain was never answered: keep the node")
+        elif status in (S.TERMINATING, S.TERMINATION_FAILED) and seen is None:
+            tick.move(instance_id, S.TERMINATED, "the cloud no longer lists it")
+        elif status == S.TERMINATING and lifecycle.is_stuck(record, tick.now):
+            tick.move(instance_id, S.TERMINATION_FAILED, "still listed after the terminate timeout")
+        elif status == S.ALLOCATION_FAILED and seen is not None:
+            tick.move(instance_id, S.TERMINATING, "a failed launch left an instance behind")
+    # Instances the cloud shows under our tags with no record (a crash before the intent was saved cannot produce
+    # them, but a manual launch or an old generation can): they are terminated, never adopted silently.
+    for instance_id, seen in cloud.items():
+        if instance_id not in tick.records and seen.state != CloudState.TERMINATING:
+            tick.actions.append(f"terminate orphan {instance_id}")
+            tick.event("orphan", f"{seen.node_type} {instance_id} is tagged for this cluster but unknown: terminating")
+            tick.records[instance_id] = InstanceRecord(
+                cluster_name=tick.cluster.name,
+                instance_id=instance_id,
+                node_type=seen.node_type,
+                status=S.TERMINATING,
+                request_id=seen.request_id,
+                status_since=tick.now,
+                created_at=tick.now,
+                is_head=seen.is_head,
+                cloud_instance_id=seen.cloud_instance_id,
+            )
+            tick.inserted.add(instance_id)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 4b decide: the head (shell), the workers (planner), deletion
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _decide(tick: _Tick, ray: RayState | None) -> ScalingPlan:
+    live = [r for r in tick.records.values() if r.status.is_live]
+    if tick.cluster.status in (ClusterStatus.DELETING, ClusterStatus.FAILED):
+        why = "cluster deleted" if tick.cluster.status == ClusterStatus.DELETING else "cluster failed"
+        _terminate_all(tick, live, why)
+        return ScalingPlan(notes=(f"{why}: terminating every instance",))
+
+    head = next((r for r in live if r.is_head), None)
+    if head is None:
+        failed = [r for r in tick.records.values() if r.is_head and r.status == S.ALLOCATION_FAILED]
+        if tick.cluster.status == ClusterStatus.RUNNING:
+            tick.failure = "the head instance is gone"
+        elif len(failed) >= HEAD_LAUNCH_ATTEMPTS:
+            tick.failure = f"the head failed to launch {len(failed)} times; last error: {failed[-1].last_error}"
+        if tick.failure:
+            _terminate_all(tick, live, tick.failure)
+            return ScalingPlan(notes=(f"cluster failed: {tick.failure}",))
+        _queue(tick, tick.config.head_node_type, is_head=True, reason="every cluster has one head")
+        return ScalingPlan(notes=(f"launch head {tick.config.head_node_type}",))
+    if head.status != S.RAY_RUNNING:
+        return ScalingPlan(notes=(f"waiting for the head ({head.status})",))
+
+    unavailable = [u for u in tick.cluster.unavailable if u.until > tick.now]
+    decided = plan(
+        config=tick.config, instances=list(tick.records.values()), ray=ray, unavailable=unavailable, now=tick.now
+    )
+    for launch in decided.launches:
+        for _ in range(launch.count):
+            _queue(tick, launch.node_type, is_head=False, reason=launch.reason)
+    for termination in decided.terminations:
+        _apply_termination(tick, termination)
+    return decided
+
+
+def _terminate_all(tick: _Tick, live: Sequence[InstanceRecord], why: str) -> None:
+    for record in live:
+        if record.status == S.QUEUED:
+            tick.move(record.instance_id, S.TERMINATED, f"{why} before the launch was issued")
+        elif record.status not in (S.TERMINATING, S.TERMINATION_FAILED):
+            tick.move(record.instance_id, S.TERMINATING, why)
+
+
+def _queue(tick: _Tick, node_type: str, *, is_head: bool, reason: str = "") -> None:
+    instance_id = uuid.uuid4().hex[:16]
+    zones = tick.config.provider.zones()
+    same_type = sum(1 for r in tick.records.values() if r.node_type == node_type and r.status.is_live)
+    tick.records[instance_id] = InstanceRecord(
+        cluster_name=tick.cluster.name,
+        instance_id=instance_id,
+        node_type=node_type,
+        status=S.QUEUED,
+        request_id=uuid.uuid4().hex,
+        status_since=tick.now,
+        created_at=tick.now,
+        is_head=is_head,
+        config_hash=tick.config.config_hash(),
+        availability_zone=zones[same_type % len(zones)] if zones else "",
+    )
+    tick.inserted.add(instance_id)
+    tick.event(
+        "launch", f"queued {'head ' if is_head else ''}{node_type}" + (f": {reason}" if reason else ""), instance_id
+    )
+
+
+def _apply_termination(tick: _Tick, termination: Termination) -> None:
+    record = tick.records.get(termination.instance_id)
+    if record is None or record.is_head or not record.status.is_live:
+        return
+    if termination.drain and record.status == S.RAY_RUNNING and record.ray_node_id:
+        tick.move(record.instance_id, S.DRAINING, termination.reason)
+    elif lifecycle.can_transition(record.status, S.TERMINATING):
+        tick.move(record.instance_id, S.TERMINATING, termination.reason)
+
+
+def _next_cluster_record(
+    tick: _Tick,
+    *,
+    ray: RayState | None,
+    head_cloud: CloudInstance | None,
+    decided: ScalingPlan,
+    deps: ReconcileDeps,
+) -> ClusterRecord:
+    cluster = tick.cluster
+    status, reason = cluster.status, cluster.status_reason
+    head = next((r for r in tick.records.values() if r.is_head and r.status.is_live), None)
+    if status == ClusterStatus.CREATING and head is not None and head.status == S.RAY_RUNNING:
+        status, reason = ClusterStatus.RUNNING, "head is running Ray"
+    elif tick.failure:
+        status, reason = ClusterStatus.FAILED, tick.failure
+    head_info = cluster.head
+    if head_cloud is not None and head_cloud.ray_address and head_cloud.ray_address != head_info.ray_address:
+        extra = deps.head_info_extra(tick.config, cluster.name) if deps.head_info_extra else HeadInfo()
+        head_info = HeadInfo(
+            instance_id=head_cloud.instance_id,
+            ray_address=head_cloud.ray_address,
+            dashboard_url=head_cloud.dashboard_url,
+            agent_url=head_cloud.agent_url,
+            auth_token_path=extra.auth_token_path,
+        )
+    decision = cluster.last_decision
+    if not decided.is_empty or decided.infeasible:
+        decision = json.dumps({"at": tick.now.isoformat(), "reasons": decided.reasons()})
+    observation = cluster.last_observation if ray is None else _observation_json(ray, decided)
+    unavailable = tuple(u for u in cluster.unavailable if u.until > tick.now)
+    return replace(
+        cluster,
+        status=status,
+        status_reason=reason,
+        head=head_info,
+        last_decision=decision,
+        last_observation=observation,
+        unavailable=unavailable,
+    )
+
+
+def _observation_json(ray: RayState, decided: ScalingPlan) -> str:
+    """What GET /api/clusters/{name} shows of Ray: stable between ticks unless Ray's demand changes (no timestamp)."""
+    return json.dumps(
+        {
+            "pending": [{"shape": dict(d.shape), "count": d.count} for d in ray.pending],
+            "gangs": [
+                {"strategy": str(g.strategy), "bundles": [dict(b) for b in g.bundles], "count": g.count}
+                for g in ray.gangs
+            ],
+            "constraints": [{"shape": dict(d.shape), "count": d.count} for d in ray.constraints],
+            "infeasible": [
+                {"shape": format_shape(i.shape), "count": i.count, "reason": i.reason} for i in decided.infeasible
+            ],
+        },
+        sort_keys=True,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 5 save
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _save(store: StateStore, tick: _Tick, new_cluster: ClusterRecord) -> None:
+    """Write only what changed: a steady-state tick makes zero writes.
+
+    The instance rows are committed together with the cluster's fence (one Table transaction in one partition), so
+    two ticks that read the same state cannot both insert launches: the second commit fails on the fence's ETag.
+    """
+    changed = tick.changed()
+    if changed:
+        committed = store.commit_instances(tick.cluster.name, tick.fence_etag, changed)
+        tick.fence_etag = committed.fence_etag
+        for record in committed.records:
+            tick.records[record.instance_id] = record
+    # Final rows are pruned once they are old, so the instances partition does not grow forever.
+    for record in list(tick.records.values()):
+        if record.status.is_final and tick.now - record.status_since > FINAL_RECORD_RETENTION:
+            store.delete_instance(record)
+            del tick.records[record.instance_id]
+    if new_cluster != tick.cluster:
+        tick.cluster = store.update_cluster(new_cluster)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 6 act
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _act(
+    tick: _Tick,
+    *,
+    provider: CloudProvider,
+    deps: ReconcileDeps,
+    token: str,
+    head_cloud: CloudInstance | None,
+    ray: RayState | None,
+) -> None:
+    throttled = False
+    for record in sorted(tick.records.values(), key=lambda r: (not r.is_head, r.created_at)):
+        if record.status == S.QUEUED and not throttled:
+            throttled = _launch(tick, provider=provider, deps=deps, token=token, record=record, head_cloud=head_cloud)
+    for record in list(tick.records.values()):
+        if record.status == S.DRAINING and head_cloud is not None and ray is not None:
+            _drain(tick, deps, token, record, head_cloud)
+    for record in list(tick.records.values()):
+        if record.status == S.TERMINATION_FAILED:
+            tick.move(record.instance_id, S.TERMINATING, "retrying terminate")
+    for instance_id in sorted(tick.terminate_now):
+        if tick.records[instance_id].status == S.TERMINATING:
+            _terminate(tick, provider, tick.records[instance_id])
+    tick.terminate_now.clear()
+    if tick.cluster.status == ClusterStatus.DELETING:
+        _finish_delete(tick, provider)
+
+
+def _launch(
+    tick: _Tick,
+    *,
+    provider: CloudProvider,
+    deps: ReconcileDeps,
+    token: str,
+    record: InstanceRecord,
+    head_cloud: CloudInstance | None,
+) -> bool:
+    """Issue one launch. Returns True when the cloud throttles us (stop launching this tick)."""
+    node_type = tick.config.available_node_types.get(record.node_type)
+    if node_type is None:
+        tick.move(record.instance_id, S.ALLOCATION_FAILED, f"node type {record.node_type} is not in the config")
+        return False
+    if not record.is_head and (head_cloud is None or not head_cloud.ray_address):
+        return False  # workers need the head's address; they stay queued until it is known
+    request = LaunchRequest(
+        cluster_name=tick.cluster.name,
+        instance_id=record.instance_id,
+        request_id=record.request_id,
+        node_type=record.node_type,
+        is_head=record.is_head,
+        resources=dict(node_type.resources),
+        node_config=dict(node_type.node_config),
+        cluster_token=token,
+        config_hash=record.config_hash,
+        head_address=head_cloud.ray_address if head_cloud is not None and not record.is_head else "",
+        control_plane_url=deps.control_plane_url,
+        availability_zone=record.availability_zone,
+    )
+    try:
+        provider.launch(request)
+    except ThrottledError as error:
+        tick.event("throttled", f"launch of {record.node_type} throttled, retry after {error.retry_after_s:.0f} s")
+        return True
+    except (CapacityError, QuotaError) as error:
+        until = tick.now + timedelta(seconds=error.ttl_s)
+        kind = "capacity" if isinstance(error, CapacityError) else "quota"
+        tick.cluster = replace(
+            tick.cluster,
+            unavailable=(
+                *(u for u in tick.cluster.unavailable if u.node_type != record.node_type),
+                Unavailability(record.node_type, until, f"{kind}: {error.code or error}"),
+            ),
+        )
+        tick.move(record.instance_id, S.ALLOCATION_FAILED, f"{kind} error {error.code}", error=str(error))
+        return False
+    except CloudError as error:
+        if error.retryable and not lifecycle.is_stuck(record, tick.now):
+            tick.event("launch-retry", f"launch of {record.node_type} failed, retrying next tick: {error}")
+        else:
+            tick.move(record.instance_id, S.ALLOCATION_FAILED, "launch failed", error=str(error))
+        return False
+    tick.actions.append(f"launch {record.node_type} {record.instance_id}")
+    tick.move(record.instance_id, S.REQUESTED, "launch accepted by the cloud")
+    return False
+
+
+def _drain(tick: _Tick, deps: ReconcileDeps, token: str, record: InstanceRecord, head_cloud: CloudInstance) -> None:
+    try:
+        result = deps.ray_reader.drain(
+            head_cloud.agent_url, token, record.ray_node_id, "idle", f"scale-down of {record.instance_id}"
+        )
+    except HeadUnreachableError as error:
+        tick.event("drain-unanswered", f"drain of {record.instance_id} not answered: {error}", record.instance_id)
+        return
+    if result.accepted:
+        tick.move(record.instance_id, S.TERMINATING, "Ray accepted the drain")
+        tick.actions.append(f"drain {record.instance_id}")
+    else:
+        tick.move(record.instance_id, S.RAY_RUNNING, f"Ray refused the drain: {result.rejection_reason}")
+        tick.event("drain-refused", f"{record.instance_id} kept: {result.rejection_reason}", record.instance_id)
+
+
+def _terminate(tick: _Tick, provider: CloudProvider, record: InstanceRecord) -> None:
+    try:
+        provider.terminate(tick.cluster.name, record.instance_id)
+    except NotFoundError:
+        tick.move(record.instance_id, S.TERMINATED, "already gone")
+        return
+    except CloudError as error:
+        tick.move(record.instance_id, S.TERMINATION_FAILED, "terminate failed", error=str(error))
+        return
+    tick.actions.append(f"terminate {record.node_type} {record.instance_id}")
+
+
+def _finish_delete(tick: _Tick, provider: CloudProvider) -> None:
+    if any(r.status.is_live for r in tick.records.values()):
+        return
+    try:
+        report = provider.destroy_cluster(tick.cluster.name)
+    except CloudError as error:
+        tick.event("destroy-retry", f"cleaning up the cluster's resources failed, retrying: {error}")
+        return
+    for removed in report.removed:
+        tick.event("removed", removed)
+    if report.complete:
+        tick.cluster = replace(tick.cluster, status=ClusterStatus.DELETED, status_reason="every resource removed")
+        tick.event("status", "cluster deleted")
+        tick.actions.append("cluster deleted")
+
+
+def summarize_instances(records: Sequence[InstanceRecord]) -> dict[str, int]:
+    """Counts by status, for status lines and logs."""
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[str(record.status)] = counts.get(str(record.status), 0) + 1
+    return counts

@@ -1,0 +1,284 @@
+"""Use cases behind the triggers: create / get / list / destroy / request-reconcile / tick / poison.
+
+Handlers in function_app.py parse input, call one method here and map the domain errors below to HTTP responses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from autoscaler.config import ClusterConfig, ConfigError, FieldError, parse_cluster_config
+from autoscaler.model import ClusterRecord, ClusterStatus, Event
+from autoscaler.reconcile import ReconcileDeps, TickResult, reconcile
+from autoscaler.state import ConfigTooLargeError, ConflictError, StateStore
+from autoscaler.tokens import bearer_token, tokens_match
+from autoscaler.views import (
+    AcceptedResponse,
+    ClusterList,
+    ClusterSummary,
+    ClusterView,
+    CreateResponse,
+    ReconcileMessage,
+    ReconcileReason,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+HTTP_RETRIES_ON_CONFLICT = 5  # HTTP writes race with ticks; they re-read and retry a few times
+
+
+class ServiceError(Exception):
+    status = 500
+    title = "Internal error"
+
+    def __init__(self, detail: str, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+
+
+class InvalidRequest(ServiceError):
+    status, title = 400, "Invalid request"
+
+
+class Unauthorized(ServiceError):
+    status, title = 401, "Missing credentials"
+
+
+class Forbidden(ServiceError):
+    status, title = 403, "Wrong credentials"
+
+
+class ClusterNotFound(ServiceError):
+    status, title = 404, "Cluster not found"
+
+
+class ClusterConflict(ServiceError):
+    status, title = 409, "Conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status, title = 413, "Payload too large"
+
+
+class ReconcileQueue(Protocol):
+    def send(self, message: ReconcileMessage) -> None: ...
+
+
+class SshKeyGenerator(Protocol):
+    def __call__(self) -> tuple[str, str]:
+        """(public key in OpenSSH format, private key in OpenSSH PEM)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Created:
+    response: CreateResponse
+
+
+class Service:
+    def __init__(
+        self,
+        *,
+        deps: ReconcileDeps,
+        queue: ReconcileQueue,
+        allow_local_provider: bool,
+        ssh_keygen: SshKeyGenerator | None = None,
+        api_base_path: str = "/api",
+    ) -> None:
+        self.deps = deps
+        self.store: StateStore = deps.store
+        self.queue = queue
+        self.allow_local_provider = allow_local_provider
+        self.ssh_keygen = ssh_keygen
+        self.api_base_path = api_base_path
+        self.clock: Callable[[], datetime] = deps.clock
+
+    # -- create -------------------------------------------------------------------------------------------------------
+
+    def create_cluster(self, body: bytes, content_type: str | None) -> CreateResponse:
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"the config is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+        try:
+            parsed = parse_cluster_config(body, content_type)
+        except ConfigError as error:
+            raise InvalidRequest("the cluster config is invalid", error.errors) from error
+        config = parsed.config
+        if config.provider.type == "local" and not self.allow_local_provider:
+            raise InvalidRequest(
+                "this deployment does not run local clusters",
+                [FieldError(path="provider.type", message="'local' is only allowed by the local host")],
+            )
+        submitted_hash = config.config_hash()
+        for _ in range(HTTP_RETRIES_ON_CONFLICT):
+            existing = self.store.get_cluster(config.cluster_name)
+            if existing is not None and existing.status != ClusterStatus.DELETED:
+                if existing.config_hash != submitted_hash:
+                    raise ClusterConflict(
+                        f"a cluster named {config.cluster_name!r} exists with another config; "
+                        "destroy it first or choose another cluster_name",
+                        [FieldError(path="cluster_name", message="already used by a cluster with another config")],
+                    )
+                return self._created(existing, created=False, private_key=None)
+            stored_config, private_key = self._with_ssh_key(config)
+            now = self.clock()
+            record = ClusterRecord(
+                name=config.cluster_name,
+                status=ClusterStatus.CREATING,
+                config_json=stored_config.to_json(),
+                config_hash=submitted_hash,
+                generation=(existing.generation + 1) if existing else 1,
+                created_at=now,
+                updated_at=now,
+                ignored_fields=parsed.ignored_fields,
+                etag=existing.etag if existing else "",
+            )
+            try:
+                saved = self.store.update_cluster(record) if existing else self.store.insert_cluster(record)
+            except ConflictError:
+                continue  # someone created or changed it meanwhile: look again
+            except ConfigTooLargeError as error:
+                raise PayloadTooLarge(str(error)) from error
+            self.store.append_event(
+                Event(saved.name, now, "status", f"cluster accepted (generation {saved.generation})")
+            )
+            self._enqueue(saved.name, "create")
+            return self._created(saved, created=True, private_key=private_key)
+        raise ClusterConflict(f"cluster {config.cluster_name!r} keeps changing; try again")
+
+    def _with_ssh_key(self, config: ClusterConfig) -> tuple[ClusterConfig, str | None]:
+        """Azure clusters without a public key get a generated pair: the private key is returned once, kept nowhere."""
+        if config.provider.type != "azure" or config.auth.ssh_public_key or self.ssh_keygen is None:
+            return config, None
+        public_key, private_key = self.ssh_keygen()
+        return config.model_copy(update={"auth": config.auth.model_copy(update={"ssh_public_key": public_key})}), (
+            private_key
+        )
+
+    def _created(self, record: ClusterRecord, *, created: bool, private_key: str | None) -> CreateResponse:
+        return CreateResponse(
+            name=record.name,
+            status=record.status,
+            created=created,
+            location=self.location(record.name),
+            ignored_fields=list(record.ignored_fields),
+            ssh_private_key=private_key,
+        )
+
+    def location(self, name: str) -> str:
+        return f"{self.api_base_path}/clusters/{name}"
+
+    # -- read ---------------------------------------------------------------------------------------------------------
+
+    def get_cluster(self, name: str, *, events: int = 20) -> ClusterView:
+        record = self._require(name)
+        provider = json.loads(record.config_json).get("provider", {}).get("type", "")
+        instances = self.store.list_instances(name)
+        return ClusterView.build(record, provider, instances, self.store.list_events(name, limit=events))
+
+    def list_clusters(self) -> ClusterList:
+        records = sorted(self.store.list_clusters(), key=lambda r: r.name)
+        return ClusterList(
+            clusters=[
+                ClusterSummary(name=r.name, status=r.status, created_at=r.created_at, updated_at=r.updated_at)
+                for r in records
+            ]
+        )
+
+    def _require(self, name: str) -> ClusterRecord:
+        record = self.store.get_cluster(name)
+        if record is None:
+            raise ClusterNotFound(f"no cluster named {name!r}")
+        return record
+
+    # -- destroy ------------------------------------------------------------------------------------------------------
+
+    def destroy_cluster(self, name: str) -> AcceptedResponse:
+        for _ in range(HTTP_RETRIES_ON_CONFLICT):
+            record = self._require(name)
+            if record.status in (ClusterStatus.DELETING, ClusterStatus.DELETED):
+                return AcceptedResponse(name=name, status=record.status, detail="already being deleted")
+            try:
+                saved = self.store.update_cluster(
+                    replace(record, status=ClusterStatus.DELETING, status_reason="destroy requested")
+                )
+            except ConflictError:
+                continue
+            self.store.append_event(Event(name, self.clock(), "status", "destroy requested"))
+            self._enqueue(name, "destroy")
+            return AcceptedResponse(name=name, status=saved.status, detail="instances are being terminated")
+        raise ClusterConflict(f"cluster {name!r} keeps changing; try again")
+
+    # -- reconcile ----------------------------------------------------------------------------------------------------
+
+    def request_reconcile(self, name: str, authorization: str | None, reason: str) -> AcceptedResponse:
+        """A wake-up from the cluster's head agent (or an operator holding the cluster token).
+
+        The cluster token only lets its holder wake its own cluster: nothing else is reachable with it.
+        """
+        record = self.store.get_cluster(name)
+        presented = bearer_token(authorization)
+        if presented is None:
+            raise Unauthorized("send Authorization: Bearer <cluster token>")
+        expected = self.deps.token_for(name, record.generation) if record else ""
+        if record is None or not tokens_match(presented, expected):
+            # Unknown cluster and wrong token answer alike, so the endpoint does not reveal which names exist.
+            raise Forbidden("the token does not belong to this cluster")
+        if not record.status.is_active:
+            return AcceptedResponse(name=name, status=record.status, detail="cluster is not active")
+        self._enqueue(name, "wake", reason)
+        return AcceptedResponse(name=name, status=record.status, detail="reconcile queued")
+
+    def enqueue_active(self) -> int:
+        """The timer's fan-out: one message per active cluster."""
+        count = 0
+        for record in self.store.list_clusters():
+            if record.status.is_active:
+                self._enqueue(record.name, "timer")
+                count += 1
+        return count
+
+    def tick(self, message: ReconcileMessage) -> TickResult:
+        result = reconcile(message.cluster_name, self.deps)
+        log.info(
+            "reconcile %s (%s): %s %s",
+            message.cluster_name,
+            message.reason,
+            result.outcome,
+            "; ".join(result.actions) or (result.plan.reasons()[:1] if result.plan else ""),
+        )
+        return result
+
+    def record_poison(self, raw_body: str) -> None:
+        """A reconcile message that failed `maxDequeueCount` times: kept as a cluster event, never silently lost."""
+        try:
+            message = ReconcileMessage.model_validate_json(raw_body)
+            name = message.cluster_name
+        except ValueError:
+            log.error("poison message that is not a reconcile message (dropped after logging): %.500s", raw_body)
+            return
+        text = f"a reconcile message failed maxDequeueCount times and went to the poison queue: {raw_body[:500]}"
+        log.error("cluster %s: %s", name, text)
+        if self.store.get_cluster(name) is not None:
+            self.store.append_event(Event(name, self.clock(), "poison", text))
+
+    def _enqueue(self, name: str, reason: ReconcileReason, detail: str = "") -> None:
+        self.queue.send(
+            ReconcileMessage(cluster_name=name, reason=reason, enqueued_at=self.clock(), detail=detail[:500])
+        )
+
+
+def problem_body(error: ServiceError) -> dict[str, Any]:
+    return {
+        "type": "about:blank",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "errors": [{"field": e.path, "message": e.message} for e in error.errors],
+    }

@@ -1,0 +1,188 @@
+"""The HTTP contract: pydantic models for responses, queue messages and problems.
+
+`GET /api/openapi.json` is generated from these models (and the config model for the request body), so the document
+cannot drift from what the handlers return.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from autoscaler.model import ClusterRecord, ClusterStatus, Event, InstanceRecord, InstanceStatus
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class FieldProblem(_View):
+    field: str = Field(description="Dotted path of the failing field ('' for the whole body).")
+    message: str
+
+
+class Problem(_View):
+    """RFC 9457 problem details, served as application/problem+json."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str = ""
+    errors: list[FieldProblem] = Field(default_factory=list)
+
+
+class NodeView(_View):
+    instance_id: str
+    node_type: str
+    status: InstanceStatus
+    is_head: bool
+    status_since: datetime
+    ray_node_id: str = ""
+    availability_zone: str = ""
+    last_error: str = ""
+
+
+class HeadView(_View):
+    instance_id: str = ""
+    ray_address: str = Field("", description="GCS host:port of the head.")
+    dashboard_url: str = ""
+    auth_token_path: str = Field("", description="Local clusters only: a 0600 file with the cluster token.")
+
+
+class DecisionView(_View):
+    at: datetime | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class EventView(_View):
+    at: datetime
+    kind: str
+    message: str
+    instance_id: str = ""
+
+
+class UnavailableView(_View):
+    node_type: str
+    until: datetime
+    reason: str
+
+
+class ClusterSummary(_View):
+    name: str
+    status: ClusterStatus
+    created_at: datetime
+    updated_at: datetime
+
+
+class ClusterView(_View):
+    name: str
+    status: ClusterStatus
+    status_reason: str = ""
+    provider: str
+    created_at: datetime
+    updated_at: datetime
+    head: HeadView
+    nodes: list[NodeView]
+    nodes_by_status: dict[str, int]
+    pending_demand: list[dict[str, Any]] = Field(
+        default_factory=list, description="Ray's pending demand at the last tick: [{shape, count}]."
+    )
+    infeasible: list[dict[str, Any]] = Field(default_factory=list)
+    last_decision: DecisionView
+    unavailable_node_types: list[UnavailableView] = Field(default_factory=list)
+    ignored_fields: list[str] = Field(default_factory=list)
+    events: list[EventView] = Field(default_factory=list, description="Most recent first.")
+
+    @classmethod
+    def build(
+        cls, record: ClusterRecord, provider: str, instances: list[InstanceRecord], events: list[Event]
+    ) -> ClusterView:
+        observation: dict[str, Any] = json.loads(record.last_observation) if record.last_observation else {}
+        decision: dict[str, Any] = json.loads(record.last_decision) if record.last_decision else {}
+        nodes = [
+            NodeView(
+                instance_id=r.instance_id,
+                node_type=r.node_type,
+                status=r.status,
+                is_head=r.is_head,
+                status_since=r.status_since,
+                ray_node_id=r.ray_node_id,
+                availability_zone=r.availability_zone,
+                last_error=r.last_error,
+            )
+            for r in sorted(instances, key=lambda r: (not r.is_head, r.created_at))
+        ]
+        by_status: dict[str, int] = {}
+        for node in nodes:
+            by_status[str(node.status)] = by_status.get(str(node.status), 0) + 1
+        return cls(
+            name=record.name,
+            status=record.status,
+            status_reason=record.status_reason,
+            provider=provider,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            head=HeadView(
+                instance_id=record.head.instance_id,
+                ray_address=record.head.ray_address,
+                dashboard_url=record.head.dashboard_url,
+                auth_token_path=record.head.auth_token_path,
+            ),
+            nodes=nodes,
+            nodes_by_status=by_status,
+            pending_demand=observation.get("pending", []),
+            infeasible=observation.get("infeasible", []),
+            last_decision=DecisionView(at=decision.get("at"), reasons=decision.get("reasons", [])),
+            unavailable_node_types=[
+                UnavailableView(node_type=u.node_type, until=u.until, reason=u.reason) for u in record.unavailable
+            ],
+            ignored_fields=list(record.ignored_fields),
+            events=[EventView(at=e.at, kind=e.kind, message=e.message, instance_id=e.instance_id) for e in events],
+        )
+
+
+class ClusterList(_View):
+    clusters: list[ClusterSummary]
+
+
+class CreateResponse(_View):
+    name: str
+    status: ClusterStatus
+    created: bool = Field(description="False when the same config was posted again (no second cluster).")
+    location: str
+    ignored_fields: list[str] = Field(default_factory=list)
+    ssh_private_key: str | None = Field(
+        None, description="Only when a key pair was generated for you: returned once, stored nowhere."
+    )
+
+
+class AcceptedResponse(_View):
+    name: str
+    status: ClusterStatus
+    detail: str = ""
+
+
+class WakeRequest(_View):
+    reason: str = Field("", max_length=500)
+
+
+ReconcileReason = Literal["create", "destroy", "timer", "wake", "manual"]
+
+
+class ReconcileMessage(BaseModel):
+    """The body of a message on the `reconcile` queue."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    cluster_name: str = Field(min_length=1, max_length=64)
+    reason: ReconcileReason = "timer"
+    enqueued_at: datetime | None = None
+    detail: str = Field("", max_length=500)
+
+
+class Health(_View):
+    status: Literal["ok"] = "ok"
+    version: str
