@@ -125,10 +125,10 @@ class AzureCloudProvider:
 
     def __init__(self, config: ClusterConfig, credential: TokenCredential, settings: AzureSettings) -> None:
         # Imported here, not at module level: these packages are large and only Azure clusters need them.
-        from azure.mgmt.compute import ComputeManagementClient  # noqa: PLC0415
-        from azure.mgmt.compute import models as compute_models  # noqa: PLC0415
-        from azure.mgmt.network import NetworkManagementClient  # noqa: PLC0415
-        from azure.mgmt.network import models as network_models  # noqa: PLC0415
+        from azure.mgmt.compute import ComputeManagementClient
+        from azure.mgmt.compute import models as compute_models
+        from azure.mgmt.network import NetworkManagementClient
+        from azure.mgmt.network import models as network_models
 
         if not config.provider.resource_group or not config.provider.location:
             raise InvalidRequestError("provider.resource_group and provider.location are required for Azure")
@@ -165,7 +165,7 @@ class AzureCloudProvider:
     @classmethod
     def from_environment(cls, config: ClusterConfig, settings: AzureSettings) -> AzureCloudProvider:
         """For Azure: the app's managed identity (AZURE_CLIENT_ID names a user-assigned one), or a developer login."""
-        from azure.identity import DefaultAzureCredential  # noqa: PLC0415
+        from azure.identity import DefaultAzureCredential
 
         credential = DefaultAzureCredential(managed_identity_client_id=os.environ.get("AZURE_CLIENT_ID") or None)
         return cls(config, credential, settings)
