@@ -1,0 +1,591 @@
+"""`LocalCloudProvider`: instances are real Ray nodes running as processes on this machine, on 127.0.0.1 only.
+
+Each instance is one launcher process (`python -m provisioning.local_node`, see that module) that leads its own
+process group; every Ray process of the node stays in that group, so signalling the group stops exactly that node.
+What a cloud would remember lives on disk, so a restarted local host lists the same instances:
+
+    <data_dir>/clusters/<cluster name>/
+        auth_token                     the cluster token, 0600 (RAY_AUTH_TOKEN_PATH of every node and local driver)
+        instances/<instance id>.json   written by `launch`: request id, node type, launcher pid and start time
+        instances/<id>.endpoints.json  written by the launcher once Ray is up: ports, Ray node id
+        instances/<id>.failed.json     written by the launcher when the node could not start
+        logs/<instance id>.log         the launcher's output
+
+Ray's own temp folder (sessions, logs, unix sockets) is a short path under the system temp folder, because unix
+socket paths are limited to about 100 bytes and a data folder can be deep.
+
+Every process of a cluster also carries `RAY_LOCAL_CLUSTER_DIR=<cluster folder>` in its environment, so whatever
+escaped its group (or a launcher started just before the local host crashed) is still found and killed by
+`destroy_cluster`, and `cluster_processes` can prove that nothing is left.
+
+Linux only: liveness and the environment marker are read from /proc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from autoscaler.model import CloudInstance, CloudState, LaunchRequest
+from provisioning.cloud import DestroyReport, InvalidRequestError, NotFoundError
+
+LOOPBACK = "127.0.0.1"
+CLUSTER_DIR_ENV = "RAY_LOCAL_CLUSTER_DIR"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Names become file and folder names: no separators, no leading dot; an instance id has no dot at all, because
+# its files are told apart by their suffixes (<id>.json, <id>.endpoints.json...).
+_SAFE_CLUSTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_SAFE_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+_POLL_INTERVAL_S = 0.05
+_KILL_WAIT_S = 5.0  # how long a SIGKILLed group may take to vanish from /proc
+
+__all__ = ["LocalCloudProvider", "cluster_processes"]
+
+
+class LocalCloudProvider:
+    """A `CloudProvider` whose instances are Ray nodes on 127.0.0.1 (see the module docstring)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        launch_delay_s: float = 0.0,
+        python_executable: str = sys.executable,
+        control_plane_url: str = "",
+        terminate_grace_s: float = 10.0,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.launch_delay_s = launch_delay_s
+        self.python_executable = python_executable
+        self.control_plane_url = control_plane_url
+        self.terminate_grace_s = terminate_grace_s
+        # Launchers started by this object, kept only to reap them once they exit (no zombies in a long-lived host).
+        self._launchers: dict[int, subprocess.Popen[bytes]] = {}
+        self._launchers_lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------------------
+    # CloudProvider
+    # ----------------------------------------------------------------------------------------
+
+    def list_instances(self, cluster_name: str) -> list[CloudInstance]:
+        """Every instance of the cluster whose process group lives, plus those whose node failed to start.
+
+        An instance whose processes are gone without a failure report (evicted, crashed) is not listed, as a
+        deleted spot VM is not.
+        """
+        self._reap_launchers()
+        layout = _ClusterLayout(self.data_dir, _checked_cluster_name(cluster_name))
+        processes = _ProcessTable.read()
+        instances = []
+        for record in layout.records():
+            instance = _observe(layout, record, processes)
+            if instance is not None:
+                instances.append(instance)
+        return sorted(instances, key=lambda instance: instance.instance_id)
+
+    def launch(self, request: LaunchRequest) -> None:
+        """Start the instance's launcher and return; the node comes up (after the launch delay) in the background.
+
+        Idempotent: an instance with the same instance id or request id that was launched before is left alone.
+        """
+        layout = _ClusterLayout(self.data_dir, _checked_cluster_name(request.cluster_name))
+        _checked_instance_id(request.instance_id)
+        if not request.is_head and not request.head_address:
+            raise InvalidRequestError("a worker instance needs the head's address (head_address)", code="NoHead")
+        resources_json = _resources_json(request.resources)
+        if not request.cluster_token:
+            raise InvalidRequestError("the cluster token is empty", code="NoToken")
+
+        layout.create()
+        with layout.locked():
+            if any(
+                record.instance_id == request.instance_id or record.request_id == request.request_id
+                for record in layout.records()
+            ):
+                return
+            _write_secret_atomically(layout.token_path, request.cluster_token)
+            launcher = self._start_launcher(layout, request, resources_json)
+            record = _InstanceRecord(
+                instance_id=request.instance_id,
+                cluster_name=request.cluster_name,
+                request_id=request.request_id,
+                node_type=request.node_type,
+                is_head=request.is_head,
+                launcher_pid=launcher.pid,
+                launcher_start_ticks=_start_ticks(launcher.pid),
+                launched_at=time.time(),
+                launch_delay_s=self.launch_delay_s,
+            )
+            try:
+                _write_json_atomically(layout.record_path(request.instance_id), record.to_json())
+            except OSError:
+                _kill_group(launcher.pid, signal.SIGKILL)
+                raise
+        with self._launchers_lock:
+            self._launchers[launcher.pid] = launcher
+
+    def terminate(self, cluster_name: str, instance_id: str) -> None:
+        """SIGTERM the node's process group, SIGKILL it after `terminate_grace_s`, forget it. Unknown is success."""
+        layout = _ClusterLayout(self.data_dir, _checked_cluster_name(cluster_name))
+        record = layout.record(_checked_instance_id(instance_id))
+        if record is not None:
+            _stop_groups([record], grace_s=self.terminate_grace_s)
+        _kill_processes(_marked_processes(layout.cluster_dir, instance_id=instance_id))
+        self._reap_launchers()
+        layout.forget(instance_id)
+
+    def destroy_cluster(self, cluster_name: str) -> DestroyReport:
+        """Kill whatever is left of the cluster and remove its folders. Idempotent."""
+        layout = _ClusterLayout(self.data_dir, _checked_cluster_name(cluster_name))
+        removed: list[str] = []
+        records = layout.records()
+        if records:
+            _stop_groups(records, grace_s=self.terminate_grace_s)
+            removed += [f"instance {record.instance_id} (process group {record.launcher_pid})" for record in records]
+        stragglers = _marked_processes(layout.cluster_dir)
+        if stragglers:
+            _kill_processes(stragglers)
+            removed.append(f"processes {sorted(stragglers)}")
+        self._reap_launchers()
+        remaining = cluster_processes(self.data_dir, cluster_name)
+        if remaining:
+            return DestroyReport(removed=tuple(removed), remaining=(f"processes {remaining}",))
+        for folder in (layout.ray_temp_dir, layout.cluster_dir):
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(f"folder {folder}")
+        return DestroyReport(removed=tuple(removed))
+
+    # ----------------------------------------------------------------------------------------
+    # Local extras
+    # ----------------------------------------------------------------------------------------
+
+    def evict(self, cluster_name: str, instance_id: str) -> None:
+        """Simulate a spot eviction: the node dies at once (SIGKILL, no drain) and vanishes from the list."""
+        layout = _ClusterLayout(self.data_dir, _checked_cluster_name(cluster_name))
+        record = layout.record(_checked_instance_id(instance_id))
+        if record is None:
+            raise NotFoundError(f"no instance {instance_id!r} in cluster {cluster_name!r}", code="NotFound")
+        _kill_group_now(record)
+        _kill_processes(_marked_processes(layout.cluster_dir, instance_id=instance_id))
+        self._reap_launchers()
+        layout.forget(instance_id)
+
+    def auth_token_path(self, cluster_name: str) -> Path:
+        """The 0600 file holding the cluster token: set RAY_AUTH_TOKEN_PATH to it to connect a local driver."""
+        return _ClusterLayout(self.data_dir, _checked_cluster_name(cluster_name)).token_path
+
+    def driver_environment(self, cluster_name: str) -> dict[str, str]:
+        """What a Ray driver on this machine adds to its environment to connect to the cluster.
+
+        Without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 a driver takes 127.0.0.1 for a one-machine cluster and its tasks
+        never reach the worker nodes.
+        """
+        return {
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(self.auth_token_path(cluster_name)),
+        }
+
+    # ----------------------------------------------------------------------------------------
+
+    def _start_launcher(
+        self, layout: _ClusterLayout, request: LaunchRequest, resources_json: str
+    ) -> subprocess.Popen[bytes]:
+        command = [
+            self.python_executable,
+            "-m",
+            "provisioning.local_node",
+            "--instance-dir",
+            str(layout.instances_dir),
+            "--instance-id",
+            request.instance_id,
+            "--cluster-name",
+            request.cluster_name,
+            "--resources-json",
+            resources_json,
+            "--launch-delay-s",
+            repr(self.launch_delay_s),
+            "--ray-temp-dir",
+            str(layout.ray_temp_dir),
+            "--token-file",
+            str(layout.token_path),
+        ]
+        if request.is_head:
+            command.append("--head")
+            control_plane_url = request.control_plane_url or self.control_plane_url
+            if control_plane_url:
+                command += ["--control-plane-url", control_plane_url]
+        else:
+            command += ["--head-address", request.head_address]
+        with layout.log_path(request.instance_id).open("ab") as log:
+            return subprocess.Popen(
+                command,
+                env=_node_environment(layout, request),
+                cwd=PROJECT_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Its own session, hence its own process group: the group is the instance.
+                start_new_session=True,
+            )
+
+    def _reap_launchers(self) -> None:
+        with self._launchers_lock:
+            for pid, launcher in list(self._launchers.items()):
+                if launcher.poll() is not None:
+                    del self._launchers[pid]
+
+
+def cluster_processes(data_dir: Path, cluster_name: str) -> list[int]:
+    """The pids of every live process of the cluster: in an instance's process group or marked as the cluster's."""
+    layout = _ClusterLayout(Path(data_dir).resolve(), _checked_cluster_name(cluster_name))
+    processes = _ProcessTable.read()
+    group_ids = {record.launcher_pid for record in layout.records()}
+    in_groups = {pid for pid, group_id in processes.group_of.items() if group_id in group_ids}
+    return sorted(in_groups | set(_marked_processes(layout.cluster_dir)))
+
+
+# --------------------------------------------------------------------------------------------
+# Observing one instance
+# --------------------------------------------------------------------------------------------
+
+
+def _observe(layout: _ClusterLayout, record: _InstanceRecord, processes: _ProcessTable) -> CloudInstance | None:
+    base = CloudInstance(
+        instance_id=record.instance_id,
+        cluster_name=record.cluster_name,
+        node_type=record.node_type,
+        request_id=record.request_id,
+        state=CloudState.PENDING,
+        cloud_instance_id=str(record.launcher_pid),
+        private_ip=LOOPBACK,
+        is_head=record.is_head,
+    )
+    if not processes.group_alive(record.launcher_pid, record.launcher_start_ticks):
+        failure = _read_json(layout.failure_path(record.instance_id))
+        if failure is None:
+            return None  # evicted or crashed: gone, as a deleted VM is
+        return replace(base, state=CloudState.FAILED, detail=str(failure.get("error", "the node failed to start")))
+    endpoints = _read_json(layout.endpoints_path(record.instance_id))
+    if endpoints is None:
+        in_launch_delay = time.time() < record.launched_at + record.launch_delay_s
+        return replace(base, detail="simulated provisioning" if in_launch_delay else "starting Ray")
+    if not record.is_head:
+        return replace(base, state=CloudState.RUNNING)
+    return replace(
+        base,
+        state=CloudState.RUNNING,
+        ray_address=f"{LOOPBACK}:{endpoints['gcs_port']}",
+        dashboard_url=f"http://{LOOPBACK}:{endpoints['dashboard_port']}",
+        agent_url=f"http://{LOOPBACK}:{endpoints['agent_port']}",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# On-disk state
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _InstanceRecord:
+    instance_id: str
+    cluster_name: str
+    request_id: str
+    node_type: str
+    is_head: bool
+    launcher_pid: int  # also the process group id: the launcher leads its group
+    launcher_start_ticks: int  # tells the launcher from a later process that reused its pid
+    launched_at: float  # epoch seconds
+    launch_delay_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, content: Mapping[str, Any]) -> _InstanceRecord:
+        return cls(
+            instance_id=str(content["instance_id"]),
+            cluster_name=str(content["cluster_name"]),
+            request_id=str(content["request_id"]),
+            node_type=str(content["node_type"]),
+            is_head=bool(content["is_head"]),
+            launcher_pid=int(content["launcher_pid"]),
+            launcher_start_ticks=int(content["launcher_start_ticks"]),
+            launched_at=float(content["launched_at"]),
+            launch_delay_s=float(content["launch_delay_s"]),
+        )
+
+
+class _ClusterLayout:
+    """Where one cluster's files live (see the module docstring)."""
+
+    def __init__(self, data_dir: Path, cluster_name: str) -> None:
+        self.cluster_dir = data_dir / "clusters" / cluster_name
+        self.instances_dir = self.cluster_dir / "instances"
+        self.logs_dir = self.cluster_dir / "logs"
+        self.token_path = self.cluster_dir / "auth_token"
+        folder_hash = hashlib.sha256(str(self.cluster_dir).encode()).hexdigest()[:12]
+        self.ray_temp_dir = Path(tempfile.gettempdir()) / f"ray-local-{folder_hash}"
+
+    def create(self) -> None:
+        for folder in (self.cluster_dir, self.instances_dir, self.logs_dir):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Serialises launches of this cluster across threads and processes (check-then-start must be atomic)."""
+        with (self.cluster_dir / ".lock").open("a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def record_path(self, instance_id: str) -> Path:
+        return self.instances_dir / f"{instance_id}.json"
+
+    def endpoints_path(self, instance_id: str) -> Path:
+        return self.instances_dir / f"{instance_id}.endpoints.json"
+
+    def failure_path(self, instance_id: str) -> Path:
+        return self.instances_dir / f"{instance_id}.failed.json"
+
+    def log_path(self, instance_id: str) -> Path:
+        return self.logs_dir / f"{instance_id}.log"
+
+    def record(self, instance_id: str) -> _InstanceRecord | None:
+        content = _read_json(self.record_path(instance_id))
+        return None if content is None else _InstanceRecord.from_json(content)
+
+    def records(self) -> list[_InstanceRecord]:
+        if not self.instances_dir.is_dir():
+            return []
+        records = []
+        for path in sorted(self.instances_dir.glob("*.json")):
+            if "." in path.name.removesuffix(".json"):
+                continue  # endpoints and failure files
+            content = _read_json(path)
+            if content is not None:
+                records.append(_InstanceRecord.from_json(content))
+        return records
+
+    def forget(self, instance_id: str) -> None:
+        for path in (self.record_path(instance_id), self.endpoints_path(instance_id), self.failure_path(instance_id)):
+            path.unlink(missing_ok=True)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        content = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    return content if isinstance(content, dict) else None
+
+
+def _write_json_atomically(path: Path, content: Mapping[str, Any]) -> None:
+    partial_path = path.with_name(path.name + ".partial")
+    partial_path.write_text(json.dumps(content, indent=2, sort_keys=True))
+    os.replace(partial_path, path)
+
+
+def _write_secret_atomically(path: Path, secret: str) -> None:
+    """Write `secret` to a file only its owner can read; created 0600, never readable by others for a moment."""
+    partial_path = path.with_name(path.name + ".partial")
+    partial_path.unlink(missing_ok=True)
+    descriptor = os.open(partial_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as partial_file:
+        partial_file.write(secret)
+    os.replace(partial_path, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Launch inputs
+# --------------------------------------------------------------------------------------------
+
+
+def _checked_cluster_name(cluster_name: str) -> str:
+    if not _SAFE_CLUSTER_NAME.fullmatch(cluster_name) or ".." in cluster_name:
+        raise InvalidRequestError(
+            f"cluster_name {cluster_name!r} must be 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+            code="InvalidName",
+        )
+    return cluster_name
+
+
+def _checked_instance_id(instance_id: str) -> str:
+    if not _SAFE_INSTANCE_ID.fullmatch(instance_id):
+        raise InvalidRequestError(
+            f"instance_id {instance_id!r} must be 1-128 letters, digits, '_' or '-', starting with a letter or digit",
+            code="InvalidName",
+        )
+    return instance_id
+
+
+def _resources_json(resources: Mapping[str, float]) -> str:
+    for name, amount in resources.items():
+        if not isinstance(amount, int | float) or amount < 0:
+            raise InvalidRequestError(f"resource {name!r} has an invalid amount {amount!r}", code="InvalidResources")
+    return json.dumps({name: float(amount) for name, amount in resources.items()}, sort_keys=True)
+
+
+def _node_environment(layout: _ClusterLayout, request: LaunchRequest) -> dict[str, str]:
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        # A driver's settings in the caller's environment must not leak into the node.
+        if name not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_NODE_TYPE_NAME") and not name.startswith("RAY_LOCAL_")
+    }
+    python_path = [str(PROJECT_ROOT), *filter(None, environment.get("PYTHONPATH", "").split(os.pathsep))]
+    environment.update(
+        {
+            "PYTHONPATH": os.pathsep.join(python_path),
+            "PYTHONUNBUFFERED": "1",
+            # Without this Ray treats 127.0.0.1-only clusters as a single-machine special case.
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            # request_resources reaches the GCS (and the head agent) only under autoscaler v2.
+            "RAY_enable_autoscaler_v2": "1",
+            "RAY_CLOUD_INSTANCE_ID": request.instance_id,
+            "RAY_NODE_TYPE_NAME": request.node_type,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(layout.token_path),
+            CLUSTER_DIR_ENV: str(layout.cluster_dir),
+        }
+    )
+    return environment
+
+
+# --------------------------------------------------------------------------------------------
+# Processes (/proc)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ProcessTable:
+    """A snapshot of every live (non-zombie) process: its process group and start time."""
+
+    group_of: Mapping[int, int]
+    start_ticks_of: Mapping[int, int]
+
+    @classmethod
+    def read(cls) -> _ProcessTable:
+        group_of: dict[int, int] = {}
+        start_ticks_of: dict[int, int] = {}
+        for pid in _all_pids():
+            stat = _stat_fields(pid)
+            # A zombie has exited; it only waits for its parent to reap it.
+            if stat is None or stat[0] in ("Z", "X"):
+                continue
+            group_of[pid] = int(stat[2])
+            start_ticks_of[pid] = int(stat[19])
+        return cls(group_of=group_of, start_ticks_of=start_ticks_of)
+
+    def group_alive(self, group_id: int, leader_start_ticks: int) -> bool:
+        leader_ticks = self.start_ticks_of.get(group_id)
+        if leader_ticks is not None and leader_ticks != leader_start_ticks:
+            return False  # the pid now belongs to another process: our group is long gone
+        return any(member_group == group_id for member_group in self.group_of.values())
+
+
+def _all_pids() -> Iterator[int]:
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            yield int(entry.name)
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name: [state, ppid, pgrp, ...]; None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()
+
+
+def _start_ticks(pid: int) -> int:
+    stat = _stat_fields(pid)
+    return int(stat[19]) if stat is not None else 0
+
+
+def _marked_processes(cluster_dir: Path, *, instance_id: str = "") -> list[int]:
+    """Live processes whose environment marks them as the cluster's (and the instance's, when given)."""
+    wanted = {f"{CLUSTER_DIR_ENV}={cluster_dir}".encode()}
+    if instance_id:
+        wanted.add(f"RAY_CLOUD_INSTANCE_ID={instance_id}".encode())
+    marked = []
+    for pid in _all_pids():
+        if pid == os.getpid():
+            continue
+        try:
+            environment = set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue  # gone, or another user's
+        if wanted <= environment:
+            stat = _stat_fields(pid)
+            if stat is not None and stat[0] not in ("Z", "X"):
+                marked.append(pid)
+    return marked
+
+
+def _kill_group(group_id: int, signal_number: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group_id, signal_number)
+
+
+def _kill_processes(pids: Iterable[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _live_groups(groups: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
+    """The (group id, leader start ticks) pairs whose group still has a live member and was not reused."""
+    processes = _ProcessTable.read()
+    return {group for group in groups if processes.group_alive(*group)}
+
+
+def _wait_until_gone(groups: Iterable[tuple[int, int]], timeout_s: float) -> set[tuple[int, int]]:
+    """Wait for the groups to empty; returns those still alive at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    alive = _live_groups(groups)
+    while alive and time.monotonic() < deadline:
+        time.sleep(_POLL_INTERVAL_S)
+        alive = _live_groups(alive)
+    return alive
+
+
+def _stop_groups(records: Iterable[_InstanceRecord], *, grace_s: float) -> None:
+    """SIGTERM every group at once (the launchers stop their nodes cleanly), SIGKILL what outlives the grace.
+
+    Only groups that are still the instances' own are signalled, never a stranger that reused a pid.
+    """
+    alive = _live_groups((record.launcher_pid, record.launcher_start_ticks) for record in records)
+    for group_id, _ in alive:
+        _kill_group(group_id, signal.SIGTERM)
+    alive = _wait_until_gone(alive, grace_s)
+    for group_id, _ in alive:
+        _kill_group(group_id, signal.SIGKILL)
+    _wait_until_gone(alive, _KILL_WAIT_S)
+
+
+def _kill_group_now(record: _InstanceRecord) -> None:
+    alive = _live_groups([(record.launcher_pid, record.launcher_start_ticks)])
+    for group_id, _ in alive:
+        _kill_group(group_id, signal.SIGKILL)
+    _wait_until_gone(alive, _KILL_WAIT_S)

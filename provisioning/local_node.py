@@ -1,0 +1,303 @@
+"""The launcher behind one local instance: `python -m provisioning.local_node ...`.
+
+`LocalCloudProvider.launch` starts this process in a session of its own, so it leads a process group that holds
+every process of the node (Ray's processes stay in their parent's group, and its reaper and kernel fate-sharing
+take them down if the launcher dies). The launcher plays the part of a VM:
+
+1. waits `--launch-delay-s` (simulated provisioning; the instance is PENDING meanwhile),
+2. starts one Ray node on 127.0.0.1 through Ray's node API, as `ray.cluster_utils.Cluster.add_node` does,
+   because `ray start` refuses a multi-node cluster on loopback; a head also gets the head agent,
+3. writes the node's endpoints to `<instance id>.endpoints.json` (the provider reports RUNNING from then on),
+   or the error to `<instance id>.failed.json`,
+4. stays alive until SIGTERM, then stops its node's processes and exits. If the node dies under it (its raylet,
+   GCS or head agent exits), it stops the rest too, so the instance disappears like a crashed VM.
+
+Ray's settings come from the environment the provider gives this process (token auth, instance id, node type);
+the launcher never sees the cluster token itself, only the path of the file holding it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import ray._private.node
+import ray._private.parameter
+from ray._private import ray_constants
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_OBJECT_STORE_MEMORY_BYTES = 128 * 1024 * 1024  # small: several nodes share this machine's memory
+AGENT_READY_TIMEOUT_S = 60.0
+NODE_WATCH_INTERVAL_S = 1.0
+AGENT_STOP_GRACE_S = 5.0
+# Without these the node is no node: the launcher then stops the rest, as a crashed VM would go away.
+VITAL_PROCESS_TYPES = (ray_constants.PROCESS_TYPE_RAYLET, ray_constants.PROCESS_TYPE_GCS_SERVER)
+# Every port a node listens on, chosen up front so that none is left to Ray's defaults (some bind all addresses).
+PORT_NAMES = (
+    "node_manager_port",
+    "object_manager_port",
+    "metrics_agent_port",
+    "metrics_export_port",
+    "dashboard_agent_listen_port",
+    "runtime_env_agent_port",
+    "gcs_server_port",
+    "dashboard_port",
+    "agent_port",
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    instance_dir = Path(args.instance_dir)
+    stop_requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop_requested.set())
+
+    if stop_requested.wait(args.launch_delay_s):
+        return 0  # terminated while still "provisioning": nothing was started
+
+    node: ray._private.node.Node | None = None
+    agent: subprocess.Popen[bytes] | None = None
+    try:
+        ports = _free_loopback_ports(PORT_NAMES)
+        node = _start_ray_node(args, ports)
+        endpoints = _node_endpoints(node, is_head=args.head)
+        if args.head:
+            agent = _start_head_agent(args, node.gcs_address, ports["agent_port"])
+            endpoints["agent_port"] = ports["agent_port"]
+        _write_json_atomically(instance_dir / f"{args.instance_id}.endpoints.json", endpoints)
+    except Exception as error:
+        _write_json_atomically(
+            instance_dir / f"{args.instance_id}.failed.json",
+            {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()},
+        )
+        _stop(node, agent)
+        return 1
+
+    while not stop_requested.wait(NODE_WATCH_INTERVAL_S):
+        dead = [
+            process_type
+            for process_type, _ in node.dead_processes()  # type: ignore[no-untyped-call]
+            if process_type in VITAL_PROCESS_TYPES
+        ]
+        agent_exit_code = agent.poll() if agent is not None else None
+        if dead or agent_exit_code is not None:
+            print(f"node stopped by itself (dead: {dead}, agent exit code: {agent_exit_code})", flush=True)
+            break
+    _stop(node, agent)
+    return 0
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m provisioning.local_node", description=__doc__)
+    parser.add_argument("--instance-dir", required=True, help="folder of the cluster's instance files")
+    parser.add_argument("--instance-id", required=True)
+    parser.add_argument("--cluster-name", required=True)
+    parser.add_argument("--head", action="store_true", help="start a head node (GCS, dashboard, head agent)")
+    parser.add_argument("--head-address", default="", help="GCS host:port of the head; required for workers")
+    parser.add_argument("--resources-json", default="{}", help='the node type\'s resources, e.g. {"CPU": 2}')
+    parser.add_argument("--launch-delay-s", type=float, default=0.0)
+    parser.add_argument("--ray-temp-dir", required=True, help="Ray's temp folder (short: it holds unix sockets)")
+    parser.add_argument("--token-file", required=True, help="the 0600 file holding the cluster token")
+    parser.add_argument("--control-plane-url", default="")
+    args = parser.parse_args(argv)
+    if not args.head and not args.head_address:
+        parser.error("a worker needs --head-address")
+    return args
+
+
+def _free_loopback_ports(names: Sequence[str]) -> dict[str, int]:
+    """Ports free on 127.0.0.1 now; every socket stays open until all are chosen, so the ports differ."""
+    sockets: dict[str, socket.socket] = {}
+    try:
+        for name in names:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((LOOPBACK, 0))
+            sockets[name] = sock
+        return {name: sock.getsockname()[1] for name, sock in sockets.items()}
+    finally:
+        for sock in sockets.values():
+            sock.close()
+
+
+def _ray_params(args: argparse.Namespace, ports: Mapping[str, int]) -> ray._private.parameter.RayParams:
+    """Every port Ray opens is given explicitly, on 127.0.0.1, so nothing listens beyond loopback."""
+    resources = dict(json.loads(args.resources_json))
+    num_cpus = resources.pop("CPU", 0)
+    num_gpus = resources.pop("GPU", 0)
+    memory_bytes = resources.pop("memory", None)
+    object_store_memory_bytes = resources.pop("object_store_memory", DEFAULT_OBJECT_STORE_MEMORY_BYTES)
+    params: dict[str, Any] = {
+        "node_ip_address": LOOPBACK,
+        "num_cpus": _whole_if_integral(num_cpus),
+        "num_gpus": _whole_if_integral(num_gpus),
+        "resources": resources,
+        "object_store_memory": int(object_store_memory_bytes),
+        "temp_dir": args.ray_temp_dir,
+        "node_manager_port": ports["node_manager_port"],
+        "object_manager_port": ports["object_manager_port"],
+        "metrics_agent_port": ports["metrics_agent_port"],
+        "metrics_export_port": ports["metrics_export_port"],
+        "dashboard_agent_listen_port": ports["dashboard_agent_listen_port"],
+        "runtime_env_agent_port": ports["runtime_env_agent_port"],
+        # Worker processes take ports from the OS, on the node's (loopback) address.
+        "min_worker_port": 0,
+        "max_worker_port": 0,
+        "dashboard_host": LOOPBACK,
+    }
+    if memory_bytes is not None:
+        params["memory"] = int(memory_bytes)
+    if args.head:
+        params.update(
+            gcs_server_port=ports["gcs_server_port"], include_dashboard=True, dashboard_port=ports["dashboard_port"]
+        )
+    else:
+        # One log monitor per session folder is enough: the head's already forwards every node's logs to drivers.
+        params.update(gcs_address=args.head_address, include_log_monitor=False)
+    return ray._private.parameter.RayParams(**params)
+
+
+def _whole_if_integral(amount: float) -> float | int:
+    return int(amount) if float(amount).is_integer() else amount
+
+
+def _start_ray_node(args: argparse.Namespace, ports: Mapping[str, int]) -> ray._private.node.Node:
+    """Start the node; one at a time per cluster.
+
+    Nodes of a cluster share one Ray session folder, and Ray names each node's sockets and log files by taking
+    the next free suffix there (raylet.1, raylet.2...): two nodes starting at once would pick the same name.
+    """
+    temp_dir = Path(args.ray_temp_dir)
+    temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with (temp_dir / "node-start.lock").open("a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        return ray._private.node.Node(
+            _ray_params(args, ports),
+            head=args.head,
+            # The launcher stops the node itself on SIGTERM; Ray's reaper covers a launcher killed outright.
+            shutdown_at_exit=False,
+            spawn_reaper=True,
+        )
+
+
+def _node_endpoints(node: ray._private.node.Node, *, is_head: bool) -> dict[str, Any]:
+    endpoints: dict[str, Any] = {
+        "ray_node_id": node.node_id,
+        "node_manager_port": node.node_manager_port,
+        "metrics_agent_port": node.metrics_agent_port,
+        "metrics_export_port": node.metrics_export_port,
+        "dashboard_agent_listen_port": node.dashboard_agent_listen_port,
+        "runtime_env_agent_port": node.runtime_env_agent_port,
+        "session_dir": node.get_session_dir_path(),  # type: ignore[no-untyped-call]
+        "ray_started_at": time.time(),
+    }
+    if is_head:
+        gcs_port = node.gcs_address.rpartition(":")[2]
+        endpoints["gcs_port"] = int(gcs_port)
+        dashboard_url = node.webui_url or ""
+        endpoints["dashboard_port"] = int(dashboard_url.rpartition(":")[2]) if dashboard_url else 0
+    return endpoints
+
+
+def _start_head_agent(args: argparse.Namespace, gcs_address: str, agent_port: int) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "provisioning.head.agent",
+        "--gcs-address",
+        gcs_address,
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(agent_port),
+        "--cluster-name",
+        args.cluster_name,
+        "--token-file",
+        args.token_file,
+    ]
+    if args.control_plane_url:
+        command += ["--control-plane-url", args.control_plane_url]
+    # Output goes to the launcher's own log; the agent stays in the launcher's process group.
+    agent = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+    _wait_for_agent(agent, f"http://{LOOPBACK}:{agent_port}/v1/healthz")
+    return agent
+
+
+def _wait_for_agent(agent: subprocess.Popen[bytes], healthz_url: str) -> None:
+    deadline = time.monotonic() + AGENT_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        exit_code = agent.poll()
+        if exit_code is not None:
+            raise RuntimeError(f"the head agent exited with code {exit_code} before answering {healthz_url}")
+        try:
+            with urllib.request.urlopen(healthz_url, timeout=2.0) as response:  # noqa: S310 (our loopback URL)
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"the head agent did not answer {healthz_url} within {AGENT_READY_TIMEOUT_S:g} s")
+
+
+def _stop(node: ray._private.node.Node | None, agent: subprocess.Popen[bytes] | None) -> None:
+    if agent is not None and agent.poll() is None:
+        agent.terminate()
+        try:
+            agent.wait(AGENT_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+    if node is not None:
+        # The raylet first, gracefully, so it stops its workers; then GCS, dashboard and the rest.
+        node.kill_all_processes(check_alive=False, allow_graceful=True, wait=True)
+    _kill_rest_of_process_group()
+
+
+def _kill_rest_of_process_group() -> None:
+    """Whatever of the node is still in the launcher's group (a worker the raylet left behind) goes now."""
+    own_pid = os.getpid()
+    own_group = os.getpgrp()
+    for pid in _process_group_members(own_group):
+        if pid != own_pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _process_group_members(process_group_id: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name: state, ppid, pgrp, ...
+        fields_after_name = stat.rpartition(")")[2].split()
+        if int(fields_after_name[2]) == process_group_id:
+            members.append(int(entry.name))
+    return members
+
+
+def _write_json_atomically(path: Path, content: Mapping[str, Any]) -> None:
+    partial_path = path.with_name(path.name + ".partial")
+    partial_path.write_text(json.dumps(content, indent=2, sort_keys=True))
+    os.replace(partial_path, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
