@@ -1,4 +1,6 @@
-"""Start and stop a real Azurite (npm package, pinned in package.json) on 127.0.0.1 with a temporary data folder."""
+"""Start and stop a real Azurite (npm package, pinned in package.json) on 127.0.0.1 with its own data folder.
+
+Used by `make run`, `make demo` and the tests: Table and Queue storage are never mocked."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
 # The well-known development account of Azurite (public, documented by Microsoft).
 ACCOUNT_NAME = "devstoreaccount1"
