@@ -1,0 +1,202 @@
+"""Builders for the planner tests (no tests here): a cluster in a few lines, turned into `plan`'s arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from autoscaler.model import (
+    GangDemand,
+    InstanceRecord,
+    InstanceStatus,
+    RayNode,
+    RayNodeStatus,
+    RayState,
+    ScalingPlan,
+    ShapeDemand,
+    Unavailability,
+    shape_of,
+)
+from autoscaler.planner import PlannerConfig, WorkerType, plan
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+CURRENT_HASH = "current-config"
+HEAD_TYPE = "head"
+
+
+def worker(
+    name: str,
+    resources: Mapping[str, float],
+    *,
+    min_workers: int = 0,
+    max_workers: int = 50,
+    cost: float = 1.0,
+    fallback: str | None = None,
+    idle_timeout_s: float = 300.0,
+    launch_timeout_s: float = 600.0,
+) -> WorkerType:
+    return WorkerType(
+        name=name,
+        resources=shape_of(resources),
+        min_workers=min_workers,
+        max_workers=max_workers,
+        idle_timeout_s=idle_timeout_s,
+        launch_timeout_s=launch_timeout_s,
+        cost=cost,
+        cost_basis="test",
+        fallback=fallback,
+    )
+
+
+def config(
+    *workers: WorkerType,
+    max_workers: int = 100,
+    upscaling_speed: float = 1000.0,
+    head_resources: Mapping[str, float] | None = None,
+) -> PlannerConfig:
+    return PlannerConfig(
+        worker_types=workers,
+        head_node_type=HEAD_TYPE,
+        head_resources=shape_of(head_resources or {"CPU": 0.0}),
+        max_workers=max_workers,
+        upscaling_speed=upscaling_speed,
+        config_hash=CURRENT_HASH,
+    )
+
+
+@dataclass(frozen=True)
+class Node:
+    """A worker as the planner sees it: its stored record and, when it runs Ray, its Ray node."""
+
+    instance_id: str
+    node_type: str
+    status: InstanceStatus = InstanceStatus.RAY_RUNNING
+    total: Mapping[str, float] = field(default_factory=dict)
+    available: Mapping[str, float] | None = None  # None: all of `total`
+    idle_s: float | None = None  # None: busy
+    age_s: float = 60.0
+    config_hash: str = CURRENT_HASH
+    ray_status: RayNodeStatus | None = None  # override; None: from idle_s
+    in_ray: bool = True  # False: Ray has no node for this instance
+
+
+def busy(instance_id: str, node_type: str, total: Mapping[str, float], available: Mapping[str, float]) -> Node:
+    return Node(instance_id, node_type, total=total, available=available)
+
+
+def idle(
+    instance_id: str, node_type: str, total: Mapping[str, float], idle_s: float, *, config_hash: str = CURRENT_HASH
+) -> Node:
+    return Node(instance_id, node_type, total=total, idle_s=idle_s, config_hash=config_hash)
+
+
+def launching(
+    instance_id: str,
+    node_type: str,
+    *,
+    age_s: float = 60.0,
+    status: InstanceStatus = InstanceStatus.ALLOCATED,
+    config_hash: str = CURRENT_HASH,
+) -> Node:
+    return Node(instance_id, node_type, status=status, age_s=age_s, config_hash=config_hash)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    config: PlannerConfig
+    nodes: Sequence[Node] = ()
+    pending: Sequence[tuple[Mapping[str, float], int]] = ()
+    gangs: Sequence[GangDemand] = ()
+    constraints: Sequence[tuple[Mapping[str, float], int]] = ()
+    head_total: Mapping[str, float] = field(default_factory=lambda: {"CPU": 0.0})
+    head_available: Mapping[str, float] = field(default_factory=lambda: {"CPU": 0.0})
+    ray_reachable: bool = True
+    unavailable: Sequence[Unavailability] = ()
+
+    def records(self) -> list[InstanceRecord]:
+        head_since = NOW - timedelta(hours=1)
+        records = [
+            InstanceRecord(
+                "c",
+                "head-1",
+                HEAD_TYPE,
+                InstanceStatus.RAY_RUNNING,
+                "r",
+                head_since,
+                head_since,
+                is_head=True,
+                config_hash=CURRENT_HASH,
+            ),
+        ]
+        for node in self.nodes:
+            created = NOW - timedelta(seconds=node.age_s)
+            records.append(
+                InstanceRecord(
+                    "c",
+                    node.instance_id,
+                    node.node_type,
+                    node.status,
+                    f"req-{node.instance_id}",
+                    created,
+                    created,
+                    config_hash=node.config_hash,
+                )
+            )
+        return records
+
+    def ray_state(self) -> RayState | None:
+        if not self.ray_reachable:
+            return None
+        ray_nodes = [
+            RayNode(
+                "ray-head",
+                "head-1",
+                HEAD_TYPE,
+                RayNodeStatus.RUNNING,
+                0.0,
+                self.head_total,
+                self.head_available,
+                is_head=True,
+            )
+        ]
+        for node in self.nodes:
+            if node.status is not InstanceStatus.RAY_RUNNING or not node.in_ray:
+                continue
+            status = node.ray_status or (RayNodeStatus.RUNNING if node.idle_s is None else RayNodeStatus.IDLE)
+            available = node.total if node.available is None else node.available
+            ray_nodes.append(
+                RayNode(
+                    f"ray-{node.instance_id}",
+                    node.instance_id,
+                    node.node_type,
+                    status,
+                    node.idle_s or 0.0,
+                    node.total,
+                    available,
+                )
+            )
+        return RayState(
+            nodes=tuple(ray_nodes),
+            pending=tuple(ShapeDemand(shape_of(shape), count) for shape, count in self.pending),
+            gangs=tuple(self.gangs),
+            constraints=tuple(ShapeDemand(shape_of(shape), count) for shape, count in self.constraints),
+        )
+
+    def plan(self) -> ScalingPlan:
+        return plan(
+            config=self.config,
+            instances=self.records(),
+            ray=self.ray_state(),
+            unavailable=self.unavailable,
+            now=NOW,
+        )
+
+
+def launches_of(result: ScalingPlan) -> dict[str, int]:
+    return {launch.node_type: launch.count for launch in result.launches}
+
+
+def terminations_of(result: ScalingPlan) -> dict[str, bool]:
+    """instance id -> drain."""
+    return {termination.instance_id: termination.drain for termination in result.terminations}
