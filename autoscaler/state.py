@@ -9,8 +9,10 @@ Contract (tests/integration/test_state_contract.py runs it against both):
 - Text is never truncated: what does not fit one property is split over several; a cluster whose row
   would exceed one entity (1 MiB) raises `ConfigTooLargeError`.
 - Events list newest first.
+- `commit_instances` writes a cluster's instance rows together with the cluster's fence row in one
+  transaction: all or nothing. Two commits from the same `read_instances` snapshot: exactly one succeeds.
 
-Both stores share one encoding (`EntityStateStore` over the five primitives of `EntityTables`), so the
+Both stores share one encoding (`EntityStateStore` over the six primitives of `EntityTables`), so the
 in-memory store holds exactly the rows Table Storage would, with the same size limits.
 """
 
@@ -24,7 +26,7 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -38,7 +40,14 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import (
+    TableClient,
+    TableErrorCode,
+    TableServiceClient,
+    TableTransactionError,
+    TransactionOperation,
+    UpdateMode,
+)
 
 from autoscaler.model import (
     ClusterRecord,
@@ -63,6 +72,14 @@ class ConfigTooLargeError(StateError):
     """The config does not fit in one entity even when split (HTTP 413)."""
 
 
+@dataclass(frozen=True)
+class InstanceSnapshot:
+    """A cluster's instance rows and its fence's etag, read together (or what one commit wrote)."""
+
+    records: tuple[InstanceRecord, ...]  # instance rows only, never the fence; in instance id order when read
+    fence_etag: str  # "" when the cluster has no fence row yet (nothing was ever committed)
+
+
 class StateStore(Protocol):
     def get_cluster(self, name: str) -> ClusterRecord | None: ...
 
@@ -79,6 +96,24 @@ class StateStore(Protocol):
     def update_instance(self, record: InstanceRecord) -> InstanceRecord: ...
 
     def delete_instance(self, record: InstanceRecord) -> None: ...
+
+    def read_instances(self, cluster_name: str) -> InstanceSnapshot:
+        """Every instance row of the cluster and the fence etag to pass to `commit_instances`: one partition read."""
+        ...
+
+    def commit_instances(
+        self, cluster_name: str, fence_etag: str, records: Sequence[InstanceRecord]
+    ) -> InstanceSnapshot:
+        """Insert the records whose etag is "" and replace the others if unchanged, guarded by the fence.
+
+        The fence must still have `fence_etag` ("" = must not exist yet); otherwise, or when any replaced row changed
+        or vanished, or any inserted row exists, `ConflictError` is raised and nothing is written. Returns the
+        committed records with their new etags and the fence's new etag. Up to `MAX_RECORDS_PER_TRANSACTION`
+        records (and 4 MiB) this is one atomic transaction; more are written as a chain of transactions, each
+        carrying the fence, so a conflict can leave the earlier links written (a state a reader may see, never
+        a mix with a racer's writes).
+        """
+        ...
 
     def append_event(self, event: Event) -> None: ...
 
@@ -99,6 +134,24 @@ MAX_ENTITY_BYTES = 1024 * 1024
 
 CLUSTERS_PARTITION = "cluster"
 """Every cluster row lives in one partition, so `list_clusters` is a single-partition query."""
+
+FENCE_ROW_KEY = "~fence"
+"""The fence's RowKey in its cluster's instances partition. "~" sorts after every hex instance id, so the fence comes
+last in a partition read, and no instance may take this id."""
+
+MAX_TRANSACTION_OPERATIONS = 100
+"""Operations in one entity group transaction (all in one partition)."""
+
+MAX_RECORDS_PER_TRANSACTION = MAX_TRANSACTION_OPERATIONS - 1
+"""Instance rows per commit transaction: every transaction also carries the fence."""
+
+MAX_TRANSACTION_PAYLOAD_BYTES = 4 * 1024 * 1024
+"""The request body of one transaction."""
+
+_TRANSACTION_PAYLOAD_BUDGET_BYTES = MAX_TRANSACTION_PAYLOAD_BYTES - 512 * 1024
+# The estimate of `transaction_payload_bytes` is generous per operation; the margin covers the batch's own envelope.
+_OPERATION_ENVELOPE_BYTES = 1024  # MIME part headers, request line with the keys, changeset boundaries
+_ANNOTATION_BYTES = 64  # per property: the "@odata.type" annotation the SDK adds to datetimes and 64-bit integers
 
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 # Characters Table Storage refuses in PartitionKey and RowKey.
@@ -247,6 +300,8 @@ def decode_cluster(entity: Mapping[str, object], etag: str) -> ClusterRecord:
 def encode_instance(record: InstanceRecord) -> Entity:
     _check_key(record.cluster_name, "cluster name")
     _check_key(record.instance_id, "instance id")
+    if record.instance_id == FENCE_ROW_KEY:
+        raise ValueError(f"instance id {FENCE_ROW_KEY!r} is reserved for the cluster's fence row")
     entity: Entity = {
         "PartitionKey": record.cluster_name,
         "RowKey": record.instance_id,
@@ -285,6 +340,48 @@ def decode_instance(entity: Mapping[str, object], etag: str) -> InstanceRecord:
         attempts=_as_int(entity.get("attempts", 0), "attempts"),
         etag=etag,
     )
+
+
+def encode_fence(cluster_name: str, commit_id: str) -> Entity:
+    """The fence row. Its `commit_id` is new on every commit, so every commit really rewrites the row."""
+    _check_key(cluster_name, "cluster name")
+    return {"PartitionKey": cluster_name, "RowKey": FENCE_ROW_KEY, "commit_id": commit_id}
+
+
+def transaction_payload_bytes(entity: Mapping[str, EntityValue]) -> int:
+    """An upper estimate of one operation's share of a transaction's request body.
+
+    The SDK sends JSON with non-ASCII escaped (up to 12 bytes for a character outside the BMP), which can be three
+    times the entity's stored size, so the storage formula cannot stand in for it.
+    """
+    body = json.dumps({name: _json_scalar(value) for name, value in entity.items()})
+    return len(body) + _ANNOTATION_BYTES * len(entity) + _OPERATION_ENVELOPE_BYTES
+
+
+def _json_scalar(value: EntityValue) -> str | int | bool:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def group_for_transactions(
+    payload_sizes_bytes: Sequence[int],
+    max_records: int = MAX_RECORDS_PER_TRANSACTION,
+    budget_bytes: int = _TRANSACTION_PAYLOAD_BUDGET_BYTES,
+) -> list[range]:
+    """Split operations, in order, into runs that each fit one transaction beside the fence.
+
+    Always at least one run (an empty commit still moves the fence). An operation larger than the budget on its own
+    gets a run of its own, and the service has the last word on it.
+    """
+    groups: list[range] = []
+    start = 0
+    used_bytes = 0
+    for index, size_bytes in enumerate(payload_sizes_bytes):
+        if index > start and (index - start >= max_records or used_bytes + size_bytes > budget_bytes):
+            groups.append(range(start, index))
+            start, used_bytes = index, 0
+        used_bytes += size_bytes
+    groups.append(range(start, len(payload_sizes_bytes)))
+    return groups
 
 
 def event_row_key(at: datetime, unique_suffix: str) -> str:
@@ -404,7 +501,7 @@ def _as_bool(value: object, name: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# The record store, written once over five entity primitives that each backend provides
+# The record store, written once over six entity primitives that each backend provides
 # --------------------------------------------------------------------------------------------
 
 
@@ -412,6 +509,25 @@ def _as_bool(value: object, name: str) -> bool:
 class StoredEntity:
     properties: Mapping[str, object]
     etag: str
+
+
+class WriteKind(enum.Enum):
+    INSERT = "insert"  # fails when the row exists
+    REPLACE = "replace"  # fails unless the row exists with the given etag
+
+
+@dataclass(frozen=True)
+class EntityWrite:
+    """One operation of a transaction."""
+
+    kind: WriteKind
+    entity: Entity
+    etag: str = ""  # the etag a REPLACE requires
+
+    @classmethod
+    def insert_or_replace(cls, entity: Entity, etag: str) -> EntityWrite:
+        """An insert when `etag` is "" (the row must not exist yet), otherwise a replace guarded by it."""
+        return cls(WriteKind.REPLACE, entity, etag) if etag else cls(WriteKind.INSERT, entity)
 
 
 class EntityTables(Protocol):
@@ -431,6 +547,13 @@ class EntityTables(Protocol):
 
     def delete(self, table: TableKind, partition_key: str, row_key: str, etag: str) -> None:
         """Raises ConflictError when the row changed since `etag`; a missing row is fine."""
+        ...
+
+    def transact(self, table: TableKind, writes: Sequence[EntityWrite]) -> list[str]:
+        """All writes or none: the new etags, in order. One partition, at most 100 writes, each row once.
+
+        Raises ConflictError, having written nothing, when any write would fail alone as `insert` or `replace` would.
+        """
         ...
 
 
@@ -461,11 +584,7 @@ class EntityStateStore:
         return dataclasses.replace(record, etag=etag)
 
     def list_instances(self, cluster_name: str) -> list[InstanceRecord]:
-        _check_key(cluster_name, "cluster name")
-        return [
-            decode_instance(stored.properties, stored.etag)
-            for stored in self._tables.query(TableKind.INSTANCES, cluster_name)
-        ]
+        return list(self.read_instances(cluster_name).records)
 
     def insert_instance(self, record: InstanceRecord) -> InstanceRecord:
         etag = self._tables.insert(TableKind.INSTANCES, encode_instance(record))
@@ -482,6 +601,47 @@ class EntityStateStore:
         _check_key(record.instance_id, "instance id")
         self._tables.delete(TableKind.INSTANCES, record.cluster_name, record.instance_id, record.etag)
 
+    def read_instances(self, cluster_name: str) -> InstanceSnapshot:
+        _check_key(cluster_name, "cluster name")
+        records: list[InstanceRecord] = []
+        fence_etag = ""
+        for stored in self._tables.query(TableKind.INSTANCES, cluster_name):
+            if stored.properties["RowKey"] == FENCE_ROW_KEY:
+                fence_etag = stored.etag
+            else:
+                records.append(decode_instance(stored.properties, stored.etag))
+        return InstanceSnapshot(tuple(records), fence_etag)
+
+    def commit_instances(
+        self, cluster_name: str, fence_etag: str, records: Sequence[InstanceRecord]
+    ) -> InstanceSnapshot:
+        """See `StateStore.commit_instances`.
+
+        More than one transaction's worth is chained rather than refused: a tick that must change hundreds of rows
+        (deleting a large cluster) has to make progress, and each link still requires the fence etag the previous
+        link returned, so a racer that read before the first link can write none of its own.
+        """
+        entities = [_encode_for_commit(cluster_name, record) for record in records]
+        _refuse_duplicate_instances(records)
+        committed: list[InstanceRecord] = []
+        for group in group_for_transactions([transaction_payload_bytes(entity) for entity in entities]):
+            writes = [
+                EntityWrite.insert_or_replace(encode_fence(cluster_name, uuid.uuid4().hex), fence_etag),
+                *(EntityWrite.insert_or_replace(entities[index], records[index].etag) for index in group),
+            ]
+            try:
+                fence_etag, *record_etags = self._tables.transact(TableKind.INSTANCES, writes)
+            except ConflictError as conflict:
+                if committed:
+                    raise ConflictError(
+                        f"{conflict} (after {len(committed)} of {len(records)} instance rows were committed)"
+                    ) from conflict
+                raise
+            committed.extend(
+                dataclasses.replace(records[index], etag=etag) for index, etag in zip(group, record_etags, strict=True)
+            )
+        return InstanceSnapshot(tuple(committed), fence_etag)
+
     def append_event(self, event: Event) -> None:
         self._tables.insert(TableKind.EVENTS, encode_event(event, uuid.uuid4().hex[:12]))
 
@@ -491,6 +651,23 @@ class EntityStateStore:
         if limit <= 0:
             return []
         return [decode_event(stored.properties) for stored in self._tables.query(TableKind.EVENTS, cluster_name, limit)]
+
+
+def _encode_for_commit(cluster_name: str, record: InstanceRecord) -> Entity:
+    if record.cluster_name != cluster_name:
+        raise ValueError(
+            f"instance {record.instance_id!r} belongs to cluster {record.cluster_name!r}, not {cluster_name!r}: "
+            "a commit writes one cluster's partition"
+        )
+    return encode_instance(record)
+
+
+def _refuse_duplicate_instances(records: Sequence[InstanceRecord]) -> None:
+    seen: set[str] = set()
+    for record in records:
+        if record.instance_id in seen:
+            raise ValueError(f"instance {record.instance_id!r} appears twice in one commit")
+        seen.add(record.instance_id)
 
 
 def _require_etag(etag: str, what: str) -> None:
@@ -591,6 +768,22 @@ class AzureEntityTables:
                 raise ConflictError(f"{table.value} row {partition_key}/{row_key} changed since it was read") from error
             raise
 
+    def transact(self, table: TableKind, writes: Sequence[EntityWrite]) -> list[str]:
+        _check_transaction(table, writes)
+        client = self._client(table)
+        try:
+            results = client.submit_transaction([_transaction_operation(write) for write in writes])
+        except TableTransactionError as error:
+            # The service rolls the whole transaction back and names the first write that failed.
+            conflict = _WRITE_CONFLICT_STATUSES.get(error.status_code or 0)
+            if conflict is not None and getattr(error, "error_code", None) not in _TABLE_ERROR_CODES:
+                failed = writes[error.index] if 0 <= error.index < len(writes) else writes[0]
+                raise ConflictError(
+                    f"transaction of {len(writes)} writes rolled back: {_describe(table, failed.entity)} {conflict}"
+                ) from error
+            raise
+        return [_etag_of(metadata) for metadata in results]
+
     def _client(self, table: TableKind) -> TableClient:
         # Checked once per process, not per request: a warm function instance never re-creates tables.
         if not self._tables_exist:
@@ -598,6 +791,28 @@ class AzureEntityTables:
                 if not self._tables_exist:
                     self.ensure_tables()
         return self._clients[table]
+
+
+_WRITE_CONFLICT_STATUSES: dict[int, str] = {
+    HTTPStatus.CONFLICT: "already exists",
+    HTTPStatus.PRECONDITION_FAILED: "changed since it was read",
+    HTTPStatus.NOT_FOUND: "was deleted since it was read",
+}
+# Errors about the table itself share those statuses but are no write conflict.
+_TABLE_ERROR_CODES = {TableErrorCode.TABLE_NOT_FOUND, TableErrorCode.TABLE_BEING_DELETED}
+
+
+_TransactionOperation = tuple[TransactionOperation, Entity] | tuple[TransactionOperation, Entity, Mapping[str, object]]
+
+
+def _transaction_operation(write: EntityWrite) -> _TransactionOperation:
+    if write.kind is WriteKind.INSERT:
+        return (TransactionOperation.CREATE, write.entity)
+    return (
+        TransactionOperation.UPDATE,
+        write.entity,
+        {"mode": UpdateMode.REPLACE, "etag": write.etag, "match_condition": MatchConditions.IfNotModified},
+    )
 
 
 def _etag_of(metadata: Mapping[str, object]) -> str:
@@ -614,7 +829,8 @@ def _describe(table: TableKind, entity: Entity) -> str:
 class TableStateStore(EntityStateStore):
     """Cluster state in three tables (`<prefix>clusters`, `<prefix>instances`, `<prefix>events`).
 
-    Clusters: PartitionKey "cluster", RowKey = name. Instances: PartitionKey = cluster name, RowKey = instance id.
+    Clusters: PartitionKey "cluster", RowKey = name. Instances: PartitionKey = cluster name, RowKey = instance id,
+    plus the cluster's fence row (RowKey "~fence") that every `commit_instances` transaction rewrites.
     Events: PartitionKey = cluster name, RowKey = inverted time + random suffix (newest first).
     Tables are created on first use, once per store; call `ensure_tables()` to do it up front.
     """
@@ -670,18 +886,13 @@ class InMemoryEntityTables:
     def insert(self, table: TableKind, entity: Entity) -> str:
         key = _row_key_of(entity)
         with self._lock:
-            if key in self._rows[table]:
-                raise ConflictError(f"{_describe(table, entity)} already exists")
+            self._check_insert(table, entity)
             return self._store(table, key, entity)
 
     def replace(self, table: TableKind, entity: Entity, etag: str) -> str:
         key = _row_key_of(entity)
         with self._lock:
-            current = self._rows[table].get(key)
-            if current is None:
-                raise ConflictError(f"{_describe(table, entity)} was deleted since it was read")
-            if current.etag != etag:
-                raise ConflictError(f"{_describe(table, entity)} changed since it was read")
+            self._check_replace(table, entity, etag)
             return self._store(table, key, entity)
 
     def delete(self, table: TableKind, partition_key: str, row_key: str, etag: str) -> None:
@@ -693,6 +904,28 @@ class InMemoryEntityTables:
                 raise ConflictError(f"{table.value} row {partition_key}/{row_key} changed since it was read")
             del self._rows[table][(partition_key, row_key)]
 
+    def transact(self, table: TableKind, writes: Sequence[EntityWrite]) -> list[str]:
+        _check_transaction(table, writes)
+        with self._lock:
+            # Every row appears once, so checking all writes before the first one is applied is exact.
+            for write in writes:
+                if write.kind is WriteKind.INSERT:
+                    self._check_insert(table, write.entity)
+                else:
+                    self._check_replace(table, write.entity, write.etag)
+            return [self._store(table, _row_key_of(write.entity), write.entity) for write in writes]
+
+    def _check_insert(self, table: TableKind, entity: Entity) -> None:
+        if _row_key_of(entity) in self._rows[table]:
+            raise ConflictError(f"{_describe(table, entity)} already exists")
+
+    def _check_replace(self, table: TableKind, entity: Entity, etag: str) -> None:
+        current = self._rows[table].get(_row_key_of(entity))
+        if current is None:
+            raise ConflictError(f"{_describe(table, entity)} was deleted since it was read")
+        if current.etag != etag:
+            raise ConflictError(f"{_describe(table, entity)} changed since it was read")
+
     def _store(self, table: TableKind, key: tuple[str, str], entity: Entity) -> str:
         etag = f'W/"{next(self._etag_counter)}"'
         # A copy, so a caller mutating its dict afterwards cannot change what is stored.
@@ -702,6 +935,21 @@ class InMemoryEntityTables:
 
 def _row_key_of(entity: Entity) -> tuple[str, str]:
     return str(entity["PartitionKey"]), str(entity["RowKey"])
+
+
+def _check_transaction(table: TableKind, writes: Sequence[EntityWrite]) -> None:
+    """What the service refuses outright (HTTP 400), refused here by both backends alike."""
+    if not 1 <= len(writes) <= MAX_TRANSACTION_OPERATIONS:
+        raise ValueError(f"a transaction holds 1 to {MAX_TRANSACTION_OPERATIONS} writes, not {len(writes)}")
+    keys = [_row_key_of(write.entity) for write in writes]
+    partitions = {partition_key for partition_key, _ in keys}
+    if len(partitions) != 1:
+        raise ValueError(f"a transaction writes one partition of {table.value}, not {sorted(partitions)}")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"a transaction writes each {table.value} row at most once")
+    for write in writes:
+        if write.kind is WriteKind.REPLACE and not write.etag:
+            raise ValueError(f"replacing {_describe(table, write.entity)} in a transaction needs its etag")
 
 
 class InMemoryStateStore(EntityStateStore):

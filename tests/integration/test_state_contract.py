@@ -28,9 +28,11 @@ from autoscaler.model import (
     Unavailability,
 )
 from autoscaler.state import (
+    MAX_RECORDS_PER_TRANSACTION,
     ConfigTooLargeError,
     ConflictError,
     InMemoryStateStore,
+    InstanceSnapshot,
     StateStore,
     TableStateStore,
 )
@@ -325,6 +327,159 @@ def test_updating_a_deleted_instance_conflicts(store: StateStore) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Instances: fenced commits (one transaction with the cluster's fence row)
+# --------------------------------------------------------------------------------------------
+
+
+def launch(instance_number: int, cluster_name: str = "demo") -> InstanceRecord:
+    """A new launch intent, keyed like the reconciler's: hex, so the fence row sorts after it."""
+    return instance_record(cluster_name, f"{instance_number:016x}", status=InstanceStatus.QUEUED, etag="")
+
+
+def commit_outcomes(
+    store: StateStore, fence_etag: str, commits: dict[str, list[InstanceRecord]]
+) -> dict[str, InstanceSnapshot | ConflictError]:
+    """Run the commits in threads released together, as two overlapping reconcile ticks would."""
+    start_together = threading.Barrier(len(commits))
+    outcomes: dict[str, InstanceSnapshot | ConflictError] = {}
+
+    def commit(writer: str) -> None:
+        start_together.wait()
+        try:
+            outcomes[writer] = store.commit_instances("demo", fence_etag, commits[writer])
+        except ConflictError as conflict:
+            outcomes[writer] = conflict
+
+    threads = [threading.Thread(target=commit, args=(writer,)) for writer in commits]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    return outcomes
+
+
+def test_a_cluster_never_committed_reads_with_no_fence(store: StateStore) -> None:
+    unfenced = store.insert_instance(launch(1))
+
+    assert store.read_instances("demo") == InstanceSnapshot((unfenced,), fence_etag="")
+    assert store.read_instances("nobody") == InstanceSnapshot((), fence_etag="")
+
+
+def test_commit_inserts_and_updates_together_and_returns_fresh_etags(store: StateStore) -> None:
+    first = store.commit_instances("demo", "", [launch(1), launch(2)])
+    kept, requested = first.records
+    allocated = dataclasses.replace(requested, status=InstanceStatus.ALLOCATED, status_since=T0 + timedelta(minutes=1))
+
+    second = store.commit_instances("demo", first.fence_etag, [allocated, launch(3)])
+
+    assert [without_etag(record) for record in second.records] == [without_etag(allocated), launch(3)]
+    assert all(record.etag for record in (*first.records, *second.records))
+    assert second.records[0].etag != requested.etag
+    assert second.fence_etag not in ("", first.fence_etag)
+    assert store.read_instances("demo") == InstanceSnapshot((kept, *second.records), second.fence_etag)
+
+
+def test_read_instances_returns_the_fence_etag_the_last_commit_returned(store: StateStore) -> None:
+    committed = store.commit_instances("demo", "", [launch(1)])
+    for instance_number in range(2, 5):
+        committed = store.commit_instances("demo", store.read_instances("demo").fence_etag, [launch(instance_number)])
+
+    assert store.read_instances("demo").fence_etag == committed.fence_etag
+
+
+def test_the_fence_row_is_never_listed_as_an_instance(store: StateStore) -> None:
+    committed = store.commit_instances("demo", "", [launch(1), launch(2)])
+
+    assert store.list_instances("demo") == list(committed.records)
+    assert store.read_instances("demo").records == committed.records
+
+
+@pytest.mark.parametrize("fence_exists", [True, False], ids=["fenced-cluster", "first-commit"])
+def test_of_two_commits_from_the_same_snapshot_exactly_one_writes(store: StateStore, fence_exists: bool) -> None:
+    if fence_exists:
+        store.commit_instances("demo", "", [launch(1)])
+    snapshot = store.read_instances("demo")
+    # Each tick queues its own launches (fresh ids): per-row etags alone would let both through.
+    commits = {"tick-a": [launch(0xA1), launch(0xA2)], "tick-b": [launch(0xB1)]}
+
+    outcomes = commit_outcomes(store, snapshot.fence_etag, commits)
+
+    winners = [writer for writer, outcome in outcomes.items() if isinstance(outcome, InstanceSnapshot)]
+    losers = [writer for writer, outcome in outcomes.items() if isinstance(outcome, ConflictError)]
+    assert (len(winners), len(losers)) == (1, 1)
+    won = outcomes[winners[0]]
+    assert isinstance(won, InstanceSnapshot)
+    assert [without_etag(record) for record in won.records] == commits[winners[0]]
+    after = store.read_instances("demo")
+    assert after == InstanceSnapshot((*snapshot.records, *won.records), won.fence_etag)
+    assert not {record.instance_id for record in commits[losers[0]]} & {record.instance_id for record in after.records}
+
+
+def test_a_commit_from_a_snapshot_older_than_the_last_commit_conflicts_and_writes_nothing(store: StateStore) -> None:
+    old = store.commit_instances("demo", "", [launch(1)])
+    newer = store.commit_instances("demo", old.fence_etag, [launch(2)])
+
+    with pytest.raises(ConflictError):
+        store.commit_instances("demo", old.fence_etag, [launch(3)])
+    assert store.read_instances("demo") == InstanceSnapshot((*old.records, *newer.records), newer.fence_etag)
+
+
+def test_a_stale_instance_etag_fails_the_whole_commit(store: StateStore) -> None:
+    first = store.commit_instances("demo", "", [launch(1)])
+    stale = first.records[0]
+    second = store.commit_instances("demo", first.fence_etag, [dataclasses.replace(stale, attempts=5)])
+
+    with pytest.raises(ConflictError):
+        # The fence etag is current; only the row's etag is old.
+        store.commit_instances("demo", second.fence_etag, [launch(2), dataclasses.replace(stale, attempts=9)])
+    assert store.read_instances("demo") == InstanceSnapshot(second.records, second.fence_etag)
+
+
+def test_updating_a_row_deleted_since_the_snapshot_fails_the_whole_commit(store: StateStore) -> None:
+    committed = store.commit_instances("demo", "", [launch(1)])
+    store.delete_instance(committed.records[0])
+
+    with pytest.raises(ConflictError):
+        store.commit_instances(
+            "demo", committed.fence_etag, [launch(2), dataclasses.replace(committed.records[0], attempts=4)]
+        )
+    assert store.read_instances("demo") == InstanceSnapshot((), committed.fence_etag)
+
+
+def test_inserting_an_existing_row_fails_the_whole_commit_and_creates_no_fence(store: StateStore) -> None:
+    existing = store.insert_instance(launch(1))
+
+    with pytest.raises(ConflictError):
+        store.commit_instances("demo", "", [launch(2), launch(1)])
+    assert store.read_instances("demo") == InstanceSnapshot((existing,), fence_etag="")
+
+
+def test_a_commit_larger_than_one_transaction_writes_every_row_and_chains_the_fence(store: StateStore) -> None:
+    launches = [launch(instance_number) for instance_number in range(MAX_RECORDS_PER_TRANSACTION + 51)]
+
+    committed = store.commit_instances("demo", "", launches)
+
+    assert [without_etag(record) for record in committed.records] == launches
+    assert store.read_instances("demo") == InstanceSnapshot(committed.records, committed.fence_etag)
+    assert store.commit_instances("demo", committed.fence_etag, []).fence_etag != committed.fence_etag
+
+
+def test_a_commit_of_another_clusters_instance_is_refused_before_writing(store: StateStore) -> None:
+    with pytest.raises(ValueError, match="belongs to cluster 'other'"):
+        store.commit_instances("demo", "", [launch(1), launch(2, cluster_name="other")])
+    assert store.read_instances("demo") == InstanceSnapshot((), fence_etag="")
+    assert store.read_instances("other") == InstanceSnapshot((), fence_etag="")
+
+
+def test_a_committed_row_deletes_with_the_etag_the_commit_returned(store: StateStore) -> None:
+    committed = store.commit_instances("demo", "", [launch(1), launch(2)])
+
+    store.delete_instance(committed.records[0])
+
+    assert store.read_instances("demo") == InstanceSnapshot(committed.records[1:], committed.fence_etag)
+
+
+# --------------------------------------------------------------------------------------------
 # Events
 # --------------------------------------------------------------------------------------------
 
@@ -380,6 +535,31 @@ def test_table_store_checks_its_tables_once_and_not_on_every_request(azurite: Az
         assert setup_requests == 5
         assert [request.method for request in requests] == ["GET", "PUT", "GET", "GET"]
         assert not any(request.url.split("?")[0].endswith("/Tables") for request in requests)
+    finally:
+        for table_name in table_store.table_names:
+            service.delete_table(table_name)
+        table_store.close()
+
+
+@pytest.mark.azurite
+def test_table_store_reads_and_commits_a_clusters_instances_in_one_request_each(azurite: Azurite) -> None:
+    requests: list[HttpRequest] = []
+    service = TableServiceClient.from_connection_string(
+        azurite.connection_string, raw_request_hook=recording_requests(requests)
+    )
+    table_store = TableStateStore(service, table_prefix=f"t{uuid.uuid4().hex[:12]}")
+    try:
+        table_store.ensure_tables()
+        first = table_store.commit_instances("demo", "", [launch(1), launch(2)])
+        requests.clear()
+
+        snapshot = table_store.read_instances("demo")
+        table_store.commit_instances(
+            "demo", snapshot.fence_etag, [dataclasses.replace(first.records[0], attempts=3), launch(3)]
+        )
+
+        assert [request.method for request in requests] == ["GET", "POST"]
+        assert requests[1].url.split("?")[0].endswith("/$batch")
     finally:
         for table_name in table_store.table_names:
             service.delete_table(table_name)

@@ -10,11 +10,17 @@ from azure.core.credentials import AzureNamedKeyCredential
 
 from autoscaler.model import ClusterRecord, ClusterStatus, Event, HeadInfo, InstanceRecord, InstanceStatus
 from autoscaler.state import (
+    FENCE_ROW_KEY,
     MAX_PROPERTY_UTF16_UNITS,
+    MAX_TRANSACTION_OPERATIONS,
     Entity,
     EntityValue,
+    EntityWrite,
+    InMemoryEntityTables,
     StateError,
+    TableKind,
     TableStateStore,
+    WriteKind,
     decode_cluster,
     decode_instance,
     encode_cluster,
@@ -23,8 +29,10 @@ from autoscaler.state import (
     entity_size_bytes,
     event_row_key,
     get_text,
+    group_for_transactions,
     put_text,
     split_text,
+    transaction_payload_bytes,
     utf16_units,
 )
 
@@ -222,3 +230,73 @@ def test_from_account_uses_the_accounts_table_endpoint() -> None:
 def test_table_prefixes_that_make_invalid_table_names_are_refused(bad_prefix: str) -> None:
     with pytest.raises(ValueError, match="table name"):
         TableStateStore.from_account("myaccount", TEST_CREDENTIAL, table_prefix=bad_prefix)
+
+
+# --------------------------------------------------------------------------------------------
+# The fence row and commit transactions
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("instance_id", ["0000000000000000", "ffffffffffffffff", "f" * 32, "i-0001", "zzzz"])
+def test_the_fence_sorts_after_instance_ids(instance_id: str) -> None:
+    assert instance_id < FENCE_ROW_KEY
+
+
+def test_an_instance_cannot_take_the_fence_row_key() -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        encode_instance(instance(instance_id=FENCE_ROW_KEY))
+
+
+@pytest.mark.parametrize(
+    ("payload_sizes_bytes", "max_records", "budget_bytes", "expected_groups"),
+    [
+        ([], 99, 1000, [range(0, 0)]),  # an empty commit still moves the fence
+        ([1] * 99, 99, 1000, [range(0, 99)]),
+        ([1] * 100, 99, 1000, [range(0, 99), range(99, 100)]),
+        ([1] * 250, 99, 1000, [range(0, 99), range(99, 198), range(198, 250)]),
+        ([40, 40, 40], 99, 100, [range(0, 2), range(2, 3)]),
+        ([50, 50, 50], 99, 100, [range(0, 2), range(2, 3)]),  # exactly the budget fits
+        ([150, 10, 10], 99, 100, [range(0, 1), range(1, 3)]),  # too large alone: its own transaction
+        ([10, 150, 10], 99, 100, [range(0, 1), range(1, 2), range(2, 3)]),
+    ],
+)
+def test_commits_split_into_transactions_by_count_and_payload(
+    payload_sizes_bytes: list[int], max_records: int, budget_bytes: int, expected_groups: list[range]
+) -> None:
+    assert group_for_transactions(payload_sizes_bytes, max_records, budget_bytes) == expected_groups
+
+
+@pytest.mark.parametrize(
+    ("character", "escaped_bytes"),
+    [("a", 1), ("é", 6), ("日", 6), ("😀", 12)],  # the SDK's JSON escapes non-ASCII as \uXXXX (twice when astral)
+)
+def test_transaction_payload_estimate_counts_escaped_json(character: str, escaped_bytes: int) -> None:
+    def estimate(text: str) -> int:
+        return transaction_payload_bytes({"PartitionKey": "p", "RowKey": "r", "note": text})
+
+    assert estimate(character * 1000) - estimate("") == escaped_bytes * 1000
+
+
+def write(row_key: str, partition_key: str = "demo", etag: str = "") -> EntityWrite:
+    return EntityWrite.insert_or_replace({"PartitionKey": partition_key, "RowKey": row_key}, etag)
+
+
+@pytest.mark.parametrize(
+    ("writes", "message"),
+    [
+        ([], "1 to 100 writes"),
+        ([write(f"{index:04d}") for index in range(MAX_TRANSACTION_OPERATIONS + 1)], "1 to 100 writes"),
+        ([write("a"), write("b", partition_key="other")], "one partition"),
+        ([write("a"), write("a", etag="e1")], "at most once"),
+        ([EntityWrite(WriteKind.REPLACE, {"PartitionKey": "demo", "RowKey": "a"})], "needs its etag"),
+    ],
+    ids=["empty", "too-many", "two-partitions", "same-row-twice", "replace-without-etag"],
+)
+def test_transactions_the_service_would_refuse_are_refused_and_write_nothing(
+    writes: list[EntityWrite], message: str
+) -> None:
+    tables = InMemoryEntityTables()
+
+    with pytest.raises(ValueError, match=message):
+        tables.transact(TableKind.INSTANCES, writes)
+    assert list(tables.query(TableKind.INSTANCES, "demo")) == []
