@@ -91,6 +91,7 @@ class _Tick:
     records: dict[str, InstanceRecord]
     original: dict[str, InstanceRecord]
     fence_etag: str
+    stored_cluster: ClusterRecord  # the cluster row as last read or written: a save writes only what differs from it
     inserted: set[str] = field(default_factory=set)
     terminate_now: set[str] = field(default_factory=set)  # moved to terminating this tick: call terminate in step 6
     failure: str = ""  # set when the cluster can no longer run (its head is gone for good)
@@ -125,7 +126,7 @@ def reconcile(cluster_name: str, deps: ReconcileDeps) -> TickResult:
     config = ClusterConfig.from_json(cluster.config_json)
     snapshot = deps.store.read_instances(cluster_name)
     by_id = {r.instance_id: r for r in snapshot.records}
-    tick = _Tick(cluster, config, now, dict(by_id), dict(by_id), snapshot.fence_etag)
+    tick = _Tick(cluster, config, now, dict(by_id), dict(by_id), snapshot.fence_etag, cluster)
     provider = deps.provider_for(config)
     token = deps.token_for(cluster.name, cluster.generation)
 
@@ -395,8 +396,10 @@ def _save(store: StateStore, tick: _Tick, new_cluster: ClusterRecord) -> None:
         if record.status.is_final and tick.now - record.status_since > FINAL_RECORD_RETENTION:
             store.delete_instance(record)
             del tick.records[record.instance_id]
-    if new_cluster != tick.cluster:
-        tick.cluster = store.update_cluster(new_cluster)
+    if new_cluster != tick.stored_cluster:
+        tick.cluster = tick.stored_cluster = store.update_cluster(new_cluster)
+    else:
+        tick.cluster = new_cluster
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from autoscaler.config import ClusterConfig, ConfigError, FieldError, parse_cluster_config
+from autoscaler.config import ClusterConfig, ConfigError, FieldError, is_valid_cluster_name, parse_cluster_config
 from autoscaler.model import ClusterRecord, ClusterStatus, Event
 from autoscaler.reconcile import ReconcileDeps, TickResult, reconcile
 from autoscaler.state import ConfigTooLargeError, ConflictError, StateStore
@@ -256,22 +256,29 @@ class Service:
         return result
 
     def record_poison(self, raw_body: str) -> None:
-        """A reconcile message that failed `maxDequeueCount` times: kept as a cluster event, never silently lost."""
-        try:
-            message = ReconcileMessage.model_validate_json(raw_body)
-            name = message.cluster_name
-        except ValueError:
-            log.error("poison message that is not a reconcile message (dropped after logging): %.500s", raw_body)
-            return
+        """A reconcile message that failed `maxDequeueCount` times: kept as a cluster event, never silently lost.
+
+        The message may be malformed (that is often why it failed), so only its cluster name is relied on.
+        """
+        name = _cluster_name_of(raw_body)
         text = f"a reconcile message failed maxDequeueCount times and went to the poison queue: {raw_body[:500]}"
-        log.error("cluster %s: %s", name, text)
-        if self.store.get_cluster(name) is not None:
+        log.error("cluster %s: %s", name or "?", text)
+        if name and self.store.get_cluster(name) is not None:
             self.store.append_event(Event(name, self.clock(), "poison", text))
 
     def _enqueue(self, name: str, reason: ReconcileReason, detail: str = "") -> None:
         self.queue.send(
             ReconcileMessage(cluster_name=name, reason=reason, enqueued_at=self.clock(), detail=detail[:500])
         )
+
+
+def _cluster_name_of(raw_body: str) -> str:
+    try:
+        body = json.loads(raw_body)
+    except ValueError:
+        return ""
+    name = body.get("cluster_name") if isinstance(body, dict) else None
+    return name if isinstance(name, str) and is_valid_cluster_name(name) else ""
 
 
 def problem_body(error: ServiceError) -> dict[str, Any]:
