@@ -29,16 +29,17 @@ class StorageReconcileQueue:
 
         return cls(QueueClient(f"https://{account_name}.queue.core.windows.net", queue_name, credential=credential))
 
-    def send(self, message: ReconcileMessage) -> None:
+    def send(self, message: ReconcileMessage, *, delay_s: int = 0) -> None:
         from azure.core.exceptions import ResourceNotFoundError
 
         body = message.model_dump_json()
+        visibility = delay_s or None
         try:
-            self._client.send_message(body)
+            self._client.send_message(body, visibility_timeout=visibility)
         except ResourceNotFoundError:
             # First use on a fresh storage account (Azure creates it in Bicep; Azurite starts empty).
             self._ensure_queue()
-            self._client.send_message(body)
+            self._client.send_message(body, visibility_timeout=visibility)
 
     def _ensure_queue(self) -> None:
         from azure.core.exceptions import ResourceExistsError
@@ -56,7 +57,7 @@ class InMemoryReconcileQueue:
         self.messages: list[ReconcileMessage] = []
         self._lock = threading.Lock()
 
-    def send(self, message: ReconcileMessage) -> None:
+    def send(self, message: ReconcileMessage, *, delay_s: int = 0) -> None:
         with self._lock:
             self.messages.append(message)
 

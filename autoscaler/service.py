@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 HTTP_RETRIES_ON_CONFLICT = 5  # HTTP writes race with ticks; they re-read and retry a few times
+# A tick that called the cloud asks for a look at the result a few seconds later, so creation, replacement and deletion
+# progress at the pace of the cloud rather than of the timer. Duplicates are harmless: ticks are level-triggered.
+FOLLOW_UP_DELAY_S = 3
 
 
 class ServiceError(Exception):
@@ -68,7 +71,9 @@ class PayloadTooLarge(ServiceError):
 
 
 class ReconcileQueue(Protocol):
-    def send(self, message: ReconcileMessage) -> None: ...
+    def send(self, message: ReconcileMessage, *, delay_s: int = 0) -> None:
+        """Enqueue; with `delay_s` the message becomes visible only after that many seconds."""
+        ...
 
 
 class SshKeyGenerator(Protocol):
@@ -246,6 +251,8 @@ class Service:
 
     def tick(self, message: ReconcileMessage) -> TickResult:
         result = reconcile(message.cluster_name, self.deps)
+        if result.outcome == "reconciled" and result.actions:
+            self._enqueue(message.cluster_name, "follow-up", "; ".join(result.actions), delay_s=FOLLOW_UP_DELAY_S)
         log.info(
             "reconcile %s (%s): %s %s",
             message.cluster_name,
@@ -266,10 +273,9 @@ class Service:
         if name and self.store.get_cluster(name) is not None:
             self.store.append_event(Event(name, self.clock(), "poison", text))
 
-    def _enqueue(self, name: str, reason: ReconcileReason, detail: str = "") -> None:
-        self.queue.send(
-            ReconcileMessage(cluster_name=name, reason=reason, enqueued_at=self.clock(), detail=detail[:500])
-        )
+    def _enqueue(self, name: str, reason: ReconcileReason, detail: str = "", *, delay_s: int = 0) -> None:
+        message = ReconcileMessage(cluster_name=name, reason=reason, enqueued_at=self.clock(), detail=detail[:500])
+        self.queue.send(message, delay_s=delay_s)
 
 
 def _cluster_name_of(raw_body: str) -> str:

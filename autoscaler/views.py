@@ -169,7 +169,7 @@ class WakeRequest(_View):
     reason: str = Field("", max_length=500)
 
 
-ReconcileReason = Literal["create", "destroy", "timer", "wake", "manual"]
+ReconcileReason = Literal["create", "destroy", "timer", "wake", "manual", "follow-up"]
 
 
 class ReconcileMessage(BaseModel):
