@@ -79,6 +79,7 @@ class TickResult:
     actions: list[str] = field(default_factory=list)
     head_reachable: bool = False
     detail: str = ""
+    settled: bool = True  # False while something is in flight (launching, draining, terminating, creating, deleting)
 
 
 @dataclass
@@ -170,7 +171,16 @@ def reconcile(cluster_name: str, deps: ReconcileDeps) -> TickResult:
             return TickResult(cluster_name, "conflict", decided, tick.actions, ray is not None, str(error))
     for event in tick.events:
         deps.store.append_event(event)
-    return TickResult(cluster_name, "reconciled", decided, tick.actions, ray is not None)
+    return TickResult(cluster_name, "reconciled", decided, tick.actions, ray is not None, settled=_settled(tick))
+
+
+IN_FLIGHT = frozenset({S.QUEUED, S.REQUESTED, S.ALLOCATED, S.DRAINING, S.TERMINATING, S.TERMINATION_FAILED})
+
+
+def _settled(tick: _Tick) -> bool:
+    if tick.cluster.status in (ClusterStatus.CREATING, ClusterStatus.DELETING):
+        return False
+    return not any(r.status in IN_FLIGHT for r in tick.records.values())
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -31,9 +31,11 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 HTTP_RETRIES_ON_CONFLICT = 5  # HTTP writes race with ticks; they re-read and retry a few times
-# A tick that called the cloud asks for a look at the result a few seconds later, so creation, replacement and deletion
-# progress at the pace of the cloud rather than of the timer. Duplicates are harmless: ticks are level-triggered.
+# A tick that leaves something in flight (a launch, a drain, a terminate, a cluster being created or deleted) asks for
+# another look a few seconds later, so those progress at the pace of the cloud rather than of the timer. Settled
+# clusters cost nothing extra. Duplicates are harmless: ticks are level-triggered.
 FOLLOW_UP_DELAY_S = 3
+MAX_FOLLOW_UPS = 60
 
 
 class ServiceError(Exception):
@@ -251,8 +253,22 @@ class Service:
 
     def tick(self, message: ReconcileMessage) -> TickResult:
         result = reconcile(message.cluster_name, self.deps)
-        if result.outcome == "reconciled" and result.actions:
-            self._enqueue(message.cluster_name, "follow-up", "; ".join(result.actions), delay_s=FOLLOW_UP_DELAY_S)
+        # The timer starts no chain (it comes back by itself); a chain ends when the cluster settles or after
+        # MAX_FOLLOW_UPS, so chains never pile up.
+        if (
+            result.outcome == "reconciled"
+            and not result.settled
+            and message.reason != "timer"
+            and message.follow_ups < MAX_FOLLOW_UPS
+        ):
+            follow_up = ReconcileMessage(
+                cluster_name=message.cluster_name,
+                reason="follow-up",
+                enqueued_at=self.clock(),
+                detail="; ".join(result.actions)[:500],
+                follow_ups=message.follow_ups + 1,
+            )
+            self.queue.send(follow_up, delay_s=FOLLOW_UP_DELAY_S)
         log.info(
             "reconcile %s (%s): %s %s",
             message.cluster_name,

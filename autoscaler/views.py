@@ -181,6 +181,7 @@ class ReconcileMessage(BaseModel):
     reason: ReconcileReason = "timer"
     enqueued_at: datetime | None = None
     detail: str = Field("", max_length=500)
+    follow_ups: int = Field(0, ge=0, description="How many follow-ups led to this message (chains are capped).")
 
 
 class Health(_View):
