@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 import pytest
 
 from autoscaler.model import LaunchRequest
+from provisioning.cloud import CloudProvider
 from tests.support.fakes import FakeCloudProvider
 from tests.support.provider_contract import CONTRACT_CHECKS, ProviderHarness
 
 
 @dataclass
 class FakeHarness:
-    provider: FakeCloudProvider = field(default_factory=FakeCloudProvider)
+    provider: CloudProvider = field(default_factory=FakeCloudProvider)
     cluster_name: str = "contract"
     settle_timeout_s: float = 0.0
 
