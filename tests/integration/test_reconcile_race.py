@@ -46,7 +46,11 @@ def test_two_ticks_that_read_the_same_state_one_wins_and_one_head_is_launched(az
     )
     # Both ticks have read the state (step 1) before either observes the cloud, so both decide to launch a head.
     both_have_read = threading.Barrier(2)
-    cloud = FakeCloudProvider(before_list=both_have_read.wait)
+
+    def hold_until_both_have_read() -> None:
+        both_have_read.wait(timeout=20)
+
+    cloud = FakeCloudProvider(before_list=hold_until_both_have_read)
     deps = ReconcileDeps(
         store=store,
         provider_for=lambda _: cloud,

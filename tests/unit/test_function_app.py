@@ -67,7 +67,7 @@ def test_trigger_binding_is_as_designed(triggers: dict[str, dict[str, Any]], nam
         if key == "authLevel":
             actual = str(actual).upper()
         if key == "methods":
-            actual = [str(m).upper() for m in actual]
+            actual = [str(m).upper() for m in actual or []]
         assert actual == value, f"{name}.{key}: {actual!r} != {value!r}"
 
 
