@@ -407,7 +407,7 @@ def _save(store: StateStore, tick: _Tick, new_cluster: ClusterRecord) -> None:
             store.delete_instance(record)
             del tick.records[record.instance_id]
     if new_cluster != tick.stored_cluster:
-        tick.cluster = tick.stored_cluster = store.update_cluster(new_cluster)
+        tick.cluster = tick.stored_cluster = store.update_cluster(replace(new_cluster, updated_at=tick.now))
     else:
         tick.cluster = new_cluster
 

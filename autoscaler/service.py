@@ -213,7 +213,12 @@ class Service:
                 return AcceptedResponse(name=name, status=record.status, detail="already being deleted")
             try:
                 saved = self.store.update_cluster(
-                    replace(record, status=ClusterStatus.DELETING, status_reason="destroy requested")
+                    replace(
+                        record,
+                        status=ClusterStatus.DELETING,
+                        status_reason="destroy requested",
+                        updated_at=self.clock(),
+                    )
                 )
             except ConflictError:
                 continue
