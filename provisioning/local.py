@@ -198,6 +198,7 @@ class LocalCloudProvider:
         """
         return {
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN_PATH": str(self.auth_token_path(cluster_name)),
         }
@@ -461,6 +462,8 @@ def _node_environment(layout: _ClusterLayout, request: LaunchRequest) -> dict[st
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             # request_resources reaches the GCS (and the head agent) only under autoscaler v2.
             "RAY_enable_autoscaler_v2": "1",
+            # Local clusters talk to nothing beyond loopback: no usage report to Ray's servers.
+            "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_CLOUD_INSTANCE_ID": request.instance_id,
             "RAY_NODE_TYPE_NAME": request.node_type,
             "RAY_AUTH_MODE": "token",

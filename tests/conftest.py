@@ -11,6 +11,7 @@ from tests.support.azurite import Azurite, start_azurite
 
 # Tests never reach the network beyond loopback; make sure Ray started by tests agrees.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 @pytest.fixture(scope="session")
