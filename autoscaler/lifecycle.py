@@ -25,6 +25,7 @@ ALLOWED: dict[S, dict[S, str]] = {
     },
     S.ALLOCATED: {
         S.RAY_RUNNING: "a Ray node with this instance id registered with the head",
+        S.ALLOCATION_FAILED: "the cloud accepted the launch, then reported that provisioning failed",
         S.TERMINATING: "Ray never came up within launch_timeout_s, or the node is no longer wanted",
         S.TERMINATED: "the instance vanished from the cloud (spot eviction, manual deletion)",
     },

@@ -108,6 +108,10 @@ class CloudInstance:
     dashboard_url: str = ""
     agent_url: str = ""
     detail: str = ""  # e.g. the provisioning error
+    # When state is FAILED: the provider's classification of the failure, so the planner can avoid the node type.
+    failure_kind: str = ""  # "capacity" | "quota" | "invalid" | "" (unknown or transient)
+    failure_code: str = ""  # e.g. "ZonalAllocationFailed"
+    failure_ttl_s: float = 0.0  # how long the node type should be avoided
 
 
 @dataclass(frozen=True)

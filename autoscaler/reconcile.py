@@ -194,10 +194,12 @@ def _sync(tick: _Tick, cloud: dict[str, CloudInstance], ray: RayState | None) ->
         seen = cloud.get(instance_id)
         node = ray_by_instance.get(instance_id)
         status = record.status
+        if status in (S.REQUESTED, S.ALLOCATED) and seen is not None and seen.state == CloudState.FAILED:
+            # Azure usually reports capacity errors this way: the PUT was accepted, provisioning failed later.
+            _provisioning_failed(tick, record, seen)
+            continue
         if status == S.REQUESTED:
-            if seen is not None and seen.state == CloudState.FAILED:
-                tick.move(instance_id, S.ALLOCATION_FAILED, "the cloud reports the launch failed", error=seen.detail)
-            elif seen is not None:
+            if seen is not None:
                 tick.records[instance_id] = replace(tick.records[instance_id], cloud_instance_id=seen.cloud_instance_id)
                 tick.move(instance_id, S.ALLOCATED, "the cloud lists it")
             elif lifecycle.is_stuck(record, tick.now):
@@ -244,6 +246,22 @@ def _sync(tick: _Tick, cloud: dict[str, CloudInstance], ray: RayState | None) ->
                 cloud_instance_id=seen.cloud_instance_id,
             )
             tick.inserted.add(instance_id)
+
+
+def _provisioning_failed(tick: _Tick, record: InstanceRecord, seen: CloudInstance) -> None:
+    what = f"{seen.failure_kind or 'provisioning'} failure {seen.failure_code}".strip()
+    tick.move(record.instance_id, S.ALLOCATION_FAILED, f"the cloud reports a {what}", error=seen.detail)
+    if seen.failure_kind in ("capacity", "quota") and seen.failure_ttl_s > 0:
+        _mark_unavailable(tick, record.node_type, seen.failure_ttl_s, f"{seen.failure_kind}: {seen.failure_code}")
+    # The failed VM still exists (and may hold a NIC and a disk): remove it.
+    tick.move(record.instance_id, S.TERMINATING, "clean up the failed instance")
+
+
+def _mark_unavailable(tick: _Tick, node_type: str, ttl_s: float, reason: str) -> None:
+    until = tick.now + timedelta(seconds=ttl_s)
+    others = tuple(u for u in tick.cluster.unavailable if u.node_type != node_type)
+    tick.cluster = replace(tick.cluster, unavailable=(*others, Unavailability(node_type, until, reason)))
+    tick.event("unavailable", f"{node_type} avoided until {until.isoformat()}: {reason}")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -350,9 +368,12 @@ def _next_cluster_record(
             agent_url=head_cloud.agent_url,
             auth_token_path=extra.auth_token_path,
         )
+    # The last decision changes only when its reasons do, so a steady state writes nothing.
     decision = cluster.last_decision
-    if not decided.is_empty or decided.infeasible:
-        decision = json.dumps({"at": tick.now.isoformat(), "reasons": decided.reasons()})
+    reasons = decided.reasons()
+    stored_reasons = json.loads(decision).get("reasons") if decision else None
+    if reasons and reasons != stored_reasons:
+        decision = json.dumps({"at": tick.now.isoformat(), "reasons": reasons})
     observation = cluster.last_observation if ray is None else _observation_json(ray, decided)
     unavailable = tuple(u for u in cluster.unavailable if u.until > tick.now)
     return replace(
@@ -480,15 +501,8 @@ def _launch(
         tick.event("throttled", f"launch of {record.node_type} throttled, retry after {error.retry_after_s:.0f} s")
         return True
     except (CapacityError, QuotaError) as error:
-        until = tick.now + timedelta(seconds=error.ttl_s)
         kind = "capacity" if isinstance(error, CapacityError) else "quota"
-        tick.cluster = replace(
-            tick.cluster,
-            unavailable=(
-                *(u for u in tick.cluster.unavailable if u.node_type != record.node_type),
-                Unavailability(record.node_type, until, f"{kind}: {error.code or error}"),
-            ),
-        )
+        _mark_unavailable(tick, record.node_type, error.ttl_s, f"{kind}: {error.code or error}")
         tick.move(record.instance_id, S.ALLOCATION_FAILED, f"{kind} error {error.code}", error=str(error))
         return False
     except CloudError as error:
