@@ -370,7 +370,8 @@ def _next_cluster_record(
         )
     # The last decision changes only when its reasons do, so a steady state writes nothing.
     decision = cluster.last_decision
-    reasons = decided.reasons()
+    # "no change" notes would bury the last real decision (a launch, a scale-down, why a type is avoided).
+    reasons = [reason for reason in decided.reasons() if not reason.startswith("no change")]
     stored_reasons = json.loads(decision).get("reasons") if decision else None
     if reasons and reasons != stored_reasons:
         decision = json.dumps({"at": tick.now.isoformat(), "reasons": reasons})

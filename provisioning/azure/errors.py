@@ -4,8 +4,10 @@ Each row names an Azure error code, the typed error it becomes, how long the pla
 offering (TTL, Karpenter-for-Azure style) and why. HTTP status rules come after the code rules:
 429 -> ThrottledError (with Retry-After), 404 -> NotFoundError, 5xx -> TransientError, other 4xx -> InvalidRequestError.
 
-`classify(...)` is pure and also serves the shell for a VM whose creation failed asynchronously: the list shows
-`ProvisioningState/failed/<code>` and `CloudInstance.detail` carries "<code>: <message>".
+`classify(...)` is pure and also serves a VM whose creation failed asynchronously (how Azure usually reports capacity
+and quota: the PUT is accepted, the allocation fails later): its instance view shows `ProvisioningState/failed/<code>`,
+`classify_failed_provisioning` turns "<code>: <message>" into the typed error and `failure_class_of` into the
+`CloudInstance.failure_*` fields the reconcile shell reads.
 """
 
 from __future__ import annotations
@@ -81,6 +83,15 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
     ErrorRule("ResourceNotFound", NotFoundError, 0.0, "resource not found"),
     ErrorRule("NotFound", NotFoundError, 0.0, "resource not found"),
     ErrorRule("ResourceGroupNotFound", InvalidRequestError, 0.0, "the resource group does not exist"),
+    # Peering the cluster VNet with the app VNet: their ranges, or the ranges of two clusters peered with the app
+    # (two names hashed to the same 10.<octet>.0.0/16, see network.address_space), must not overlap.
+    ErrorRule("VnetAddressSpacesOverlap", InvalidRequestError, 0.0, "the cluster and app VNets overlap"),
+    ErrorRule(
+        "VnetAddressSpaceOverlapsWithAlreadyPeeredVnet",
+        InvalidRequestError,
+        0.0,
+        "another VNet peered with the app VNet has this range",
+    ),
 )
 # fmt: on
 
@@ -164,3 +175,22 @@ def classify_failed_provisioning(detail: str, *, is_spot: bool = False) -> Cloud
     """The typed error for a VM whose creation failed asynchronously; `detail` is "<code>: <message>"."""
     code, _, message = detail.partition(": ")
     return classify(code, message, is_spot=is_spot)
+
+
+@dataclass(frozen=True)
+class FailureClass:
+    """How the planner should take a failed provisioning: the `CloudInstance.failure_*` fields."""
+
+    kind: str  # "capacity" | "quota" | "invalid" | "" (transient or unknown: nothing to avoid)
+    code: str
+    ttl_s: float  # capacity/quota only: how long the node type is avoided
+
+
+def failure_class_of(error: CloudError) -> FailureClass:
+    if isinstance(error, CapacityError):
+        return FailureClass("capacity", error.code, error.ttl_s)
+    if isinstance(error, QuotaError):
+        return FailureClass("quota", error.code, error.ttl_s)
+    if isinstance(error, InvalidRequestError):
+        return FailureClass("invalid", error.code, 0.0)
+    return FailureClass("", error.code, 0.0)

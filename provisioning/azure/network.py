@@ -7,6 +7,7 @@ otherwise pick random ports for the node manager, agents and metrics, and only "
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 MANAGED_BY = "ray-serverless-autoscaler"
@@ -62,6 +63,45 @@ def vnet_name(cluster_name: str) -> str:
 
 def nsg_name(cluster_name: str) -> str:
     return f"ray-{cluster_name}-nsg"
+
+
+def cluster_to_app_peering_name(cluster_name: str) -> str:
+    """The peering in the cluster's VNet towards the app's VNet (peerings carry no tags: ours by name)."""
+    return f"ray-{cluster_name}-to-app"
+
+
+def app_to_cluster_peering_name(cluster_name: str) -> str:
+    """The peering in the app's VNet towards the cluster's VNet."""
+    return f"app-to-ray-{cluster_name}"
+
+
+@dataclass(frozen=True)
+class SubnetReference:
+    """A subnet's resource id, in parts: `/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.Network/
+    virtualNetworks/{v}/subnets/{n}`."""
+
+    subscription_id: str
+    resource_group: str
+    vnet_name: str
+    subnet_name: str
+
+    @classmethod
+    def parse(cls, subnet_id: str) -> SubnetReference:
+        """Raises ValueError when `subnet_id` is not a subnet's resource id."""
+        parts = subnet_id.strip("/").split("/")
+        expected = {0: "subscriptions", 2: "resourcegroups", 4: "providers", 5: "microsoft.network", 6: "virtualnetworks"}
+        if len(parts) != 10 or parts[8].lower() != "subnets" or any(
+            parts[index].lower() != word for index, word in expected.items()
+        ):
+            raise ValueError(f"not a subnet resource id: {subnet_id}")
+        return cls(parts[1], parts[3], parts[7], parts[9])
+
+    @property
+    def vnet_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.Network/virtualNetworks/{self.vnet_name}"
+        )
 
 
 def address_space(cluster_name: str) -> tuple[str, str]:
