@@ -244,8 +244,16 @@ class Service:
             raise Forbidden("the token does not belong to this cluster")
         if not record.status.is_active:
             return AcceptedResponse(name=name, status=record.status, detail="cluster is not active")
-        self._enqueue(name, "wake", reason)
-        return AcceptedResponse(name=name, status=record.status, detail="reconcile queued")
+        # Run the tick right here: going through the queue would add the trigger's polling delay (up to
+        # maxPollingInterval) to every scale-up. Ticks are fenced, so one running beside a queued tick is harmless;
+        # if this one fails, the queue takes over with its retries.
+        try:
+            result = self.tick(ReconcileMessage(cluster_name=name, reason="wake", detail=reason[:500]))
+        except Exception:
+            log.exception("cluster %s: the wake-up tick failed; queueing it instead", name)
+            self._enqueue(name, "wake", reason)
+            return AcceptedResponse(name=name, status=record.status, detail="reconcile queued")
+        return AcceptedResponse(name=name, status=record.status, detail=f"reconciled: {result.outcome}")
 
     def enqueue_active(self) -> int:
         """The timer's fan-out: one message per active cluster."""

@@ -89,9 +89,17 @@ class SubnetReference:
     def parse(cls, subnet_id: str) -> SubnetReference:
         """Raises ValueError when `subnet_id` is not a subnet's resource id."""
         parts = subnet_id.strip("/").split("/")
-        expected = {0: "subscriptions", 2: "resourcegroups", 4: "providers", 5: "microsoft.network", 6: "virtualnetworks"}
-        if len(parts) != 10 or parts[8].lower() != "subnets" or any(
-            parts[index].lower() != word for index, word in expected.items()
+        expected = {
+            0: "subscriptions",
+            2: "resourcegroups",
+            4: "providers",
+            5: "microsoft.network",
+            6: "virtualnetworks",
+        }
+        if (
+            len(parts) != 10
+            or parts[8].lower() != "subnets"
+            or any(parts[index].lower() != word for index, word in expected.items())
         ):
             raise ValueError(f"not a subnet resource id: {subnet_id}")
         return cls(parts[1], parts[3], parts[7], parts[9])

@@ -2,8 +2,11 @@
 
 Contracts are provisioning/cloud.py's. What this implementation adds:
 - ARM calls are a budget (docs/decisions/arm-call-budget.md): `list_instances` is ONE request,
-  `virtual_machines.list_all(statusOnly=true)`, which carries power and provisioning state; the head's private IP
-  costs one NIC read the first time the head is seen running, then comes from memory.
+  `virtual_machines.list(resource_group)` (provisioning state and tags; the role is granted on that group only).
+  Two things cost one more read, once, then come from memory: the head's private IP (a NIC read the first time the
+  head is seen running) and the failure code of a VM whose provisioning failed (its instance view).
+- Each cluster VNet is peered both ways with the function app's VNet (FUNCTION_SUBNET_ID), so the app reaches the
+  head agent on its private IP.
 - Long-running operations are started and never waited on; the next tick's list shows their outcome.
 - A launch is one VM PUT: the NIC (and the head's public IP, if any) are declared inline with `deleteOption: Delete`,
   so nothing is left behind when the VM goes, by any path (terminate, spot eviction with Delete).
@@ -20,7 +23,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +35,13 @@ from autoscaler.config import AzureArmParameters, ClusterConfig
 from autoscaler.model import CloudInstance, CloudState, LaunchRequest
 from provisioning.azure import network
 from provisioning.azure.cloud_init import NodeBootSpec, render_custom_data
-from provisioning.azure.errors import from_azure_error, parse_retry_after
+from provisioning.azure.errors import (
+    FailureClass,
+    classify_failed_provisioning,
+    failure_class_of,
+    from_azure_error,
+    parse_retry_after,
+)
 from provisioning.azure.network import (
     MANAGED_BY,
     TAG_CLUSTER,
@@ -40,6 +49,7 @@ from provisioning.azure.network import (
     TAG_MANAGED_BY,
     TAG_NODE_TYPE,
     TAG_REQUEST,
+    SubnetReference,
 )
 from provisioning.azure.ssh import derived_public_key
 from provisioning.cloud import CloudError, DestroyReport, InvalidRequestError, NotFoundError, TransientError
@@ -59,6 +69,7 @@ DEFAULT_IMAGE = {
 }
 # The NIC and public IP are declared inside the VM (created and deleted with it); this network API version enables it.
 INLINE_NETWORK_API_VERSION = "2020-11-01"
+FAILED_WITHOUT_CODE = "ProvisioningFailed"
 _UNSAFE_NAME_CHARACTERS = re.compile(r"[^a-z0-9-]")
 
 
@@ -99,25 +110,30 @@ def vm_name_for(cluster_name: str, instance_id: str) -> str:
     return f"ray-{cluster_name}-{safe_instance}"[:VM_NAME_MAX_LENGTH].rstrip("-")
 
 
-def cloud_state_of(provisioning_state: str, status_codes: Iterable[str]) -> tuple[CloudState, str]:
-    """(state, detail) of a VM from its provisioning state and instance-view status codes."""
-    codes = list(status_codes)
-    for code in codes:
-        parts = code.split("/")
-        if parts[0] == "ProvisioningState" and len(parts) > 1 and parts[1].lower() == "failed":
-            return CloudState.FAILED, parts[2] if len(parts) > 2 else "ProvisioningFailed"
-    power = next((code.split("/", 1)[1].lower() for code in codes if code.startswith("PowerState/")), "")
+def cloud_state_of(provisioning_state: str) -> tuple[CloudState, str]:
+    """(state, detail) of a VM from the provisioning state a resource-group list shows.
+
+    The list carries no power state: a spot VM deallocated by an eviction (policy Deallocate) still shows Succeeded
+    and is taken as running; Ray then reports its node dead and the reconcile shell terminates it.
+    """
     state = provisioning_state.lower()
     if state == "failed":
-        return CloudState.FAILED, "ProvisioningFailed"
+        return CloudState.FAILED, FAILED_WITHOUT_CODE
     if state == "deleting":
         return CloudState.TERMINATING, ""
-    if power in ("deallocated", "deallocating", "stopped", "stopping"):
-        return CloudState.STOPPED, f"power state {power}"
-    if state == "succeeded" and power in ("running", ""):
-        # Without an instance view (power unknown) a succeeded VM is taken as running.
+    if state == "succeeded":
         return CloudState.RUNNING, ""
-    return CloudState.PENDING, f"provisioning {state or 'unknown'}, power {power or 'unknown'}"
+    return CloudState.PENDING, f"provisioning {state or 'unknown'}"
+
+
+def failure_detail(statuses: Sequence[Mapping[str, Any]]) -> str:
+    """ "<code>: <message>" from a failed VM's instance-view statuses (`ProvisioningState/failed/<code>`)."""
+    for status in statuses:
+        parts = str(status.get("code", "")).split("/")
+        if parts[0] == "ProvisioningState" and len(parts) > 2 and parts[1].lower() == "failed":
+            message = str(status.get("message") or "")
+            return f"{parts[2]}: {message}" if message else parts[2]
+    return FAILED_WITHOUT_CODE
 
 
 class AzureCloudProvider:
@@ -155,12 +171,27 @@ class AzureCloudProvider:
             client_options["connection_verify"] = settings.connection_verify
         self.compute = ComputeManagementClient(credential, settings.subscription_id, **client_options)
         self.network = NetworkManagementClient(credential, settings.subscription_id, **client_options)
+        self.app_subnet = self._parse_app_subnet(settings.function_subnet_id)
+        # The app's VNet may live in another subscription than the clusters.
+        self.app_network = self.network
+        if self.app_subnet is not None and self.app_subnet.subscription_id.lower() != settings.subscription_id.lower():
+            self.app_network = NetworkManagementClient(credential, self.app_subnet.subscription_id, **client_options)
         self._compute_models = compute_models
         self._network_models = network_models
         self._lock = threading.Lock()
         self._network_ready = False
         self._addresses: dict[str, tuple[str, str]] = {}  # head VM id (lower) -> (private IP, public IP)
         self._vm_names: dict[str, str] = {}  # instance id -> VM name, from the last list
+        self._failures: dict[str, tuple[str, FailureClass]] = {}  # failed VM id (lower) -> (detail, class)
+
+    @staticmethod
+    def _parse_app_subnet(function_subnet_id: str) -> SubnetReference | None:
+        if not function_subnet_id:
+            return None
+        try:
+            return SubnetReference.parse(function_subnet_id)
+        except ValueError as error:
+            raise InvalidRequestError(f"FUNCTION_SUBNET_ID: {error}") from None
 
     @classmethod
     def from_environment(cls, config: ClusterConfig, settings: AzureSettings) -> AzureCloudProvider:
@@ -180,11 +211,10 @@ class AzureCloudProvider:
         """The subnet VMs join: the config's `provider.subnet_id`, or the cluster's own."""
         if self.config.provider.subnet_id:
             return self.config.provider.subnet_id
-        cluster = self.config.cluster_name
-        return (
-            f"{self._subscription_prefix}/Microsoft.Network/virtualNetworks/{network.vnet_name(cluster)}"
-            f"/subnets/{network.NODES_SUBNET_NAME}"
-        )
+        return f"{self.cluster_vnet_id(self.config.cluster_name)}/subnets/{network.NODES_SUBNET_NAME}"
+
+    def cluster_vnet_id(self, cluster_name: str) -> str:
+        return f"{self._subscription_prefix}/Microsoft.Network/virtualNetworks/{network.vnet_name(cluster_name)}"
 
     def _is_ours(self, resource: Mapping[str, Any], cluster_name: str) -> bool:
         tags = resource.get("tags") or {}
@@ -196,9 +226,14 @@ class AzureCloudProvider:
     # ------------------------------------------------------------------ list
 
     def list_instances(self, cluster_name: str) -> list[CloudInstance]:
-        """ONE ARM read: every VM of the subscription with its instance view, filtered to ours by tags."""
+        """ONE ARM read in steady state: the VMs of the clusters' resource group, filtered to ours by tags.
+
+        A resource-group list, not `list_all`: the app's role is granted on that group, and a subscription-wide
+        list is authorized at subscription scope. A VM whose provisioning failed costs one instance-view read,
+        once, for the failure code.
+        """
         try:
-            virtual_machines = [vm.as_dict() for vm in self.compute.virtual_machines.list_all(status_only="true")]
+            virtual_machines = [vm.as_dict() for vm in self.compute.virtual_machines.list(self.resource_group)]
         except AzureError as error:
             raise from_azure_error(error) from None
         instances: list[CloudInstance] = []
@@ -209,20 +244,16 @@ class AzureCloudProvider:
             instance = self._instance_from_vm(vm, cluster_name)
             names[instance.instance_id] = vm["name"]
             instances.append(instance)
+        listed = {instance.cloud_instance_id.lower() for instance in instances}
         with self._lock:
             self._vm_names = names
+            self._failures = {key: failure for key, failure in self._failures.items() if key in listed}
         return instances
 
     def _instance_from_vm(self, vm: Mapping[str, Any], cluster_name: str) -> CloudInstance:
         tags = vm.get("tags") or {}
         properties = vm.get("properties") or {}
-        statuses = (properties.get("instanceView") or {}).get("statuses") or []
-        state, detail = cloud_state_of(
-            str(properties.get("provisioningState", "")), (str(status.get("code", "")) for status in statuses)
-        )
-        if state is CloudState.FAILED:
-            message = next((str(status.get("message", "")) for status in statuses if status.get("message")), "")
-            detail = f"{detail}: {message}" if message else detail
+        state, detail = cloud_state_of(str(properties.get("provisioningState", "")))
         is_head = tags.get(TAG_NODE_KIND) == "head"
         private_ip, public_ip = "", ""
         if is_head and state is CloudState.RUNNING:
@@ -239,6 +270,8 @@ class AzureCloudProvider:
             is_head=is_head,
             detail=detail,
         )
+        if state is CloudState.FAILED:
+            instance = self._with_failure(instance, vm)
         if is_head and private_ip:
             instance = replace(
                 instance,
@@ -247,6 +280,34 @@ class AzureCloudProvider:
                 agent_url=f"http://{private_ip}:{network.HEAD_AGENT_PORT}",
             )
         return instance
+
+    def _with_failure(self, instance: CloudInstance, vm: Mapping[str, Any]) -> CloudInstance:
+        """The failed instance with its failure classified: one instance-view read per VM, then from memory."""
+        vm_key = instance.cloud_instance_id.lower()
+        with self._lock:
+            known = self._failures.get(vm_key)
+        if known is None:
+            try:
+                view = self.compute.virtual_machines.instance_view(self.resource_group, str(vm["name"])).as_dict()
+            except AzureError as error:
+                cloud_error = from_azure_error(error)
+                if isinstance(cloud_error, NotFoundError):
+                    return instance  # deleted since the list: the next list no longer shows it
+                # Not knowing why it failed would launch the same type again: better skip the tick.
+                raise cloud_error from None
+            detail = failure_detail(view.get("statuses") or [])
+            is_spot = str((vm.get("properties") or {}).get("priority", "")).lower() == "spot"
+            known = (detail, failure_class_of(classify_failed_provisioning(detail, is_spot=is_spot)))
+            with self._lock:
+                self._failures[vm_key] = known
+        detail, failure = known
+        return replace(
+            instance,
+            detail=detail,
+            failure_kind=failure.kind,
+            failure_code=failure.code,
+            failure_ttl_s=failure.ttl_s,
+        )
 
     def _head_addresses(self, vm: Mapping[str, Any]) -> tuple[str, str]:
         """The head's IPs: one NIC read (public IP expanded into it) the first time, then from memory."""
@@ -437,9 +498,12 @@ class AzureCloudProvider:
     # ------------------------------------------------------------------ network
 
     def ensure_network(self) -> str:
-        """Create the cluster's NSG and VNet/subnet if missing (not waited on); return the nodes subnet id.
+        """Create the cluster's NSG, VNet/subnet and its peerings with the app's VNet if missing (not waited on);
+        return the nodes subnet id.
 
-        Costs one read once the network exists (then remembered), and writes only while it is missing.
+        Costs one read once the network exists and is peered (then remembered), and writes only what is missing.
+        A user-given subnet (`provider.subnet_id`) is the user's network: nothing is created or peered, and the
+        user makes it reachable from the app's subnet (docs/deploy.md).
         """
         subnet_id = self.nodes_subnet_id()
         with self._lock:
@@ -450,55 +514,65 @@ class AzureCloudProvider:
             vnet = self._get_or_none(
                 lambda: self.network.virtual_networks.get(self.resource_group, network.vnet_name(cluster))
             )
-            if vnet is not None and self._network_complete(vnet):
+            network_complete = vnet is not None and self._network_complete(vnet)
+            peered = vnet is not None and self._peered_with_app(vnet, cluster)
+            if network_complete and peered:
                 with self._lock:
                     self._network_ready = True
                 return subnet_id
-            vnet_range, subnet_range = network.address_space(cluster)
-            nsg_body = {
-                "location": self.location,
-                "tags": network.network_tags(cluster),
-                "properties": {
-                    "securityRules": network.security_rules(
-                        subnet_range, self._function_subnet_prefix(), list(self.config.provider.ssh_allowed_cidrs)
-                    )
-                },
-            }
-            nsg = self.network.network_security_groups.begin_create_or_update(
-                self.resource_group,
-                network.nsg_name(cluster),
-                self._network_models.NetworkSecurityGroup(nsg_body),
-                polling=False,
-            ).result()
-            vnet_body = {
-                "location": self.location,
-                "tags": network.network_tags(cluster),
-                "properties": {
-                    "addressSpace": {"addressPrefixes": [vnet_range]},
-                    "subnets": [
-                        {
-                            "name": network.NODES_SUBNET_NAME,
-                            "properties": {
-                                "addressPrefix": subnet_range,
-                                "networkSecurityGroup": {"id": nsg.as_dict()["id"]},
-                                # New subnets have no default outbound access any more; nodes need it to install
-                                # Ray and packages unless the user brings a subnet with a NAT gateway.
-                                "defaultOutboundAccess": True,
-                            },
-                        }
-                    ],
-                },
-            }
-            self.network.virtual_networks.begin_create_or_update(
-                self.resource_group,
-                network.vnet_name(cluster),
-                self._network_models.VirtualNetwork(vnet_body),
-                polling=False,
-            )
+            if not network_complete:
+                self._create_network(cluster)
+            if not peered:
+                # Right after the VNet PUT, Azure may refuse a peering until the VNet is provisioned: that error
+                # fails this launch, and the retried launch (next tick) finds the VNet and peers it.
+                self._peer_with_app(cluster, vnet)
         except AzureError as error:
             raise from_azure_error(error) from None
-        logger.info("network creation started for cluster %s", cluster)
         return subnet_id
+
+    def _create_network(self, cluster: str) -> None:
+        vnet_range, subnet_range = network.address_space(cluster)
+        nsg_body = {
+            "location": self.location,
+            "tags": network.network_tags(cluster),
+            "properties": {
+                "securityRules": network.security_rules(
+                    subnet_range, self._function_subnet_prefix(), list(self.config.provider.ssh_allowed_cidrs)
+                )
+            },
+        }
+        nsg = self.network.network_security_groups.begin_create_or_update(
+            self.resource_group,
+            network.nsg_name(cluster),
+            self._network_models.NetworkSecurityGroup(nsg_body),
+            polling=False,
+        ).result()
+        vnet_body = {
+            "location": self.location,
+            "tags": network.network_tags(cluster),
+            "properties": {
+                "addressSpace": {"addressPrefixes": [vnet_range]},
+                "subnets": [
+                    {
+                        "name": network.NODES_SUBNET_NAME,
+                        "properties": {
+                            "addressPrefix": subnet_range,
+                            "networkSecurityGroup": {"id": nsg.as_dict()["id"]},
+                            # New subnets have no default outbound access any more; nodes need it to install
+                            # Ray and packages unless the user brings a subnet with a NAT gateway.
+                            "defaultOutboundAccess": True,
+                        },
+                    }
+                ],
+            },
+        }
+        self.network.virtual_networks.begin_create_or_update(
+            self.resource_group,
+            network.vnet_name(cluster),
+            self._network_models.VirtualNetwork(vnet_body),
+            polling=False,
+        )
+        logger.info("network creation started for cluster %s", cluster)
 
     @staticmethod
     def _network_complete(vnet: Mapping[str, Any]) -> bool:
@@ -511,17 +585,61 @@ class AzureCloudProvider:
             for subnet in properties.get("subnets") or []
         )
 
+    def _cluster_side_peering(self, vnet: Mapping[str, Any] | None, cluster: str) -> Mapping[str, Any] | None:
+        """The cluster VNet's peering towards the app's VNet, as the VNet read shows it inline."""
+        if vnet is None or self.app_subnet is None:
+            return None
+        app_vnet_id = self.app_subnet.vnet_id.lower()
+        for peering in (vnet.get("properties") or {}).get("virtualNetworkPeerings") or []:
+            remote = ((peering.get("properties") or {}).get("remoteVirtualNetwork") or {}).get("id", "")
+            if peering.get("name") == network.cluster_to_app_peering_name(cluster) and remote.lower() == app_vnet_id:
+                return dict(peering)
+        return None
+
+    def _peered_with_app(self, vnet: Mapping[str, Any], cluster: str) -> bool:
+        """Whether the cluster VNet (as read) is peered both ways with the app's VNet: its own peering is
+        Connected only once the app side exists too. True when there is no app VNet to peer with."""
+        if self.app_subnet is None:
+            return True
+        peering = self._cluster_side_peering(vnet, cluster)
+        return peering is not None and (peering.get("properties") or {}).get("peeringState") == "Connected"
+
+    def _peer_with_app(self, cluster: str, vnet: Mapping[str, Any] | None) -> None:
+        """Start both peerings, cluster -> app and app -> cluster (a peering needs a link on each side)."""
+        app = self.app_subnet
+        if app is None:
+            return
+        existing = self._cluster_side_peering(vnet, cluster)
+        if existing is not None and (existing.get("properties") or {}).get("peeringState") == "Disconnected":
+            # The app side was deleted after both were connected: Azure reconnects only after the cluster side is
+            # deleted too and both are created again. Start the deletion; the retried launch re-creates both.
+            self.network.virtual_network_peerings.begin_delete(
+                self.resource_group, network.vnet_name(cluster), existing["name"], polling=False
+            )
+            raise TransientError(f"peering {existing['id']} was disconnected: deleted, to be created again")
+        self.network.virtual_network_peerings.begin_create_or_update(
+            self.resource_group,
+            network.vnet_name(cluster),
+            network.cluster_to_app_peering_name(cluster),
+            self._network_models.VirtualNetworkPeering(_peering_body(app.vnet_id)),
+            polling=False,
+        )
+        self.app_network.virtual_network_peerings.begin_create_or_update(
+            app.resource_group,
+            app.vnet_name,
+            network.app_to_cluster_peering_name(cluster),
+            self._network_models.VirtualNetworkPeering(_peering_body(self.cluster_vnet_id(cluster))),
+            polling=False,
+        )
+        logger.info("peering of cluster %s with the app VNet %s started", cluster, app.vnet_id)
+
     def _function_subnet_prefix(self) -> str | None:
         """The function app's subnet range (one read, at network creation); None when the app has no subnet."""
-        subnet_id = self.settings.function_subnet_id
-        if not subnet_id:
+        app = self.app_subnet
+        if app is None:
             return None
-        parts = subnet_id.split("/")
-        try:
-            resource_group, vnet, subnet = parts[4], parts[8], parts[10]
-        except IndexError:
-            raise InvalidRequestError(f"FUNCTION_SUBNET_ID is not a subnet id: {subnet_id}") from None
-        properties = self.network.subnets.get(resource_group, vnet, subnet).as_dict().get("properties") or {}
+        subnet = self.app_network.subnets.get(app.resource_group, app.vnet_name, app.subnet_name).as_dict()
+        properties = subnet.get("properties") or {}
         prefix = properties.get("addressPrefix") or (properties.get("addressPrefixes") or [None])[0]
         return str(prefix) if prefix else None
 
@@ -607,10 +725,21 @@ class AzureCloudProvider:
                     if self._is_ours(data, cluster_name):
                         delete(data["id"], _bind(begin_delete, self.resource_group, data["name"]))
             if not self.config.provider.subnet_id:
+                self._delete_app_side_peering(cluster_name, delete, notes)
                 vnet = self._get_or_none(
                     lambda: self.network.virtual_networks.get(self.resource_group, network.vnet_name(cluster_name))
                 )
                 if vnet is not None and self._is_ours(vnet, cluster_name):
+                    for peering in (vnet.get("properties") or {}).get("virtualNetworkPeerings") or []:
+                        delete(
+                            peering["id"],
+                            _bind_peering(
+                                self.network.virtual_network_peerings.begin_delete,
+                                self.resource_group,
+                                vnet["name"],
+                                peering["name"],
+                            ),
+                        )
                     delete(
                         vnet["id"], _bind(self.network.virtual_networks.begin_delete, self.resource_group, vnet["name"])
                     )
@@ -631,6 +760,31 @@ class AzureCloudProvider:
             self._addresses.clear()
             self._vm_names.clear()
         return DestroyReport(removed=tuple(removed), remaining=tuple(remaining), notes=tuple(notes))
+
+    def _delete_app_side_peering(
+        self, cluster_name: str, delete: Callable[[str, Callable[[], Any]], None], notes: list[str]
+    ) -> None:
+        """Delete the app VNet's peering towards this cluster (the app VNet itself is not ours). Peerings carry no
+        tags: the name says it is ours only if it points at this cluster's VNet."""
+        app = self.app_subnet
+        if app is None:
+            return
+        name = network.app_to_cluster_peering_name(cluster_name)
+        peering = self._get_or_none(
+            lambda: self.app_network.virtual_network_peerings.get(app.resource_group, app.vnet_name, name)
+        )
+        if peering is None:
+            return
+        remote = str(((peering.get("properties") or {}).get("remoteVirtualNetwork") or {}).get("id", ""))
+        if remote.lower() != self.cluster_vnet_id(cluster_name).lower():
+            notes.append(f"left alone: {peering['id']} peers with {remote}, not this cluster's VNet")
+            return
+        delete(
+            peering["id"],
+            _bind_peering(
+                self.app_network.virtual_network_peerings.begin_delete, app.resource_group, app.vnet_name, name
+            ),
+        )
 
     def _delete_with_retry(self, start: Callable[[], Any]) -> CloudError | None:
         """None when the deletion was accepted; else the error that stopped it. Transient refusals (InUse while
@@ -661,6 +815,26 @@ def _disks_kept_after_vm(vm: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _peering_body(remote_vnet_id: str) -> dict[str, Any]:
+    # Plain reachability between the two VNets; no transit: neither side forwards nor shares a gateway.
+    return {
+        "properties": {
+            "remoteVirtualNetwork": {"id": remote_vnet_id},
+            "allowVirtualNetworkAccess": True,
+            "allowForwardedTraffic": False,
+            "allowGatewayTransit": False,
+            "useRemoteGateways": False,
+        }
+    }
+
+
 def _bind(begin_delete: Callable[..., Any], resource_group: str, name: str) -> Callable[[], Any]:
     """A deletion to start later, not waited on."""
     return lambda: begin_delete(resource_group, name, polling=False)
+
+
+def _bind_peering(
+    begin_delete: Callable[..., Any], resource_group: str, vnet_name: str, peering_name: str
+) -> Callable[[], Any]:
+    """A peering deletion to start later, not waited on."""
+    return lambda: begin_delete(resource_group, vnet_name, peering_name, polling=False)

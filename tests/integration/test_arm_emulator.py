@@ -11,6 +11,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import VirtualMachine
 from azure.mgmt.network import NetworkManagementClient
+from azure.mgmt.network.models import VirtualNetworkPeering
 
 from tests.support.arm_emulator import ArmEmulator, Fault, FaultKind, normalize_path
 
@@ -150,6 +151,111 @@ def test_list_all_with_status_only_shows_power_state_and_eviction_changes_it(
     arm.evict("vm1", mode="delete")
     assert power_states() == []
     assert types_of(arm) == ["virtualNetworks"]
+
+
+def test_resource_group_list_has_no_instance_view_and_the_instance_view_get_has_the_failure_code(
+    arm: ArmEmulator, compute: ComputeManagementClient, subnet_id: str
+) -> None:
+    arm.inject(Fault("PUT", r"/virtualMachines/vm1$", kind=FaultKind.ASYNC_FAILURE, code="AllocationFailed"))
+    compute.virtual_machines.begin_create_or_update(
+        RESOURCE_GROUP, "vm1", VirtualMachine(vm_body(subnet_id)), polling=False
+    )
+
+    (listed,) = [vm.as_dict() for vm in compute.virtual_machines.list(RESOURCE_GROUP)]
+    view = compute.virtual_machines.instance_view(RESOURCE_GROUP, "vm1").as_dict()
+
+    assert listed["properties"]["provisioningState"] == "Failed"
+    assert "instanceView" not in listed["properties"]
+    assert [status["code"] for status in view["statuses"]] == ["ProvisioningState/failed/AllocationFailed"]
+
+
+def peering_to(remote_vnet_id: str) -> VirtualNetworkPeering:
+    return VirtualNetworkPeering(
+        {"properties": {"remoteVirtualNetwork": {"id": remote_vnet_id}, "allowVirtualNetworkAccess": True}}
+    )
+
+
+def peering_states(network: NetworkManagementClient, vnet_name: str) -> dict[str, str]:
+    vnet = network.virtual_networks.get(RESOURCE_GROUP, vnet_name).as_dict()
+    return {
+        peering["name"]: peering["properties"]["peeringState"]
+        for peering in vnet["properties"]["virtualNetworkPeerings"]
+    }
+
+
+def test_peering_is_initiated_then_connected_then_disconnected_as_in_azure(
+    arm: ArmEmulator, network: NetworkManagementClient
+) -> None:
+    first_id = arm.seed_subnet(RESOURCE_GROUP, "vnet-a", "default", "10.1.0.0/16").split("/subnets/")[0]
+    second_id = arm.seed_subnet(RESOURCE_GROUP, "vnet-b", "default", "10.2.0.0/16").split("/subnets/")[0]
+    peerings = network.virtual_network_peerings
+
+    created = peerings.begin_create_or_update(
+        RESOURCE_GROUP, "vnet-a", "a-to-b", peering_to(second_id), polling=False
+    ).result()
+    after_one_side = peering_states(network, "vnet-a")
+    peerings.begin_create_or_update(RESOURCE_GROUP, "vnet-b", "b-to-a", peering_to(first_id), polling=False)
+    after_both_sides = {**peering_states(network, "vnet-a"), **peering_states(network, "vnet-b")}
+    peerings.begin_delete(RESOURCE_GROUP, "vnet-b", "b-to-a", polling=False)
+
+    assert created.as_dict()["type"] == "Microsoft.Network/virtualNetworks/virtualNetworkPeerings"
+    assert created.as_dict()["properties"]["remoteAddressSpace"] == {"addressPrefixes": ["10.2.0.0/16"]}
+    assert after_one_side == {"a-to-b": "Initiated"}
+    assert after_both_sides == {"a-to-b": "Connected", "b-to-a": "Connected"}
+    assert peerings.get(RESOURCE_GROUP, "vnet-a", "a-to-b").as_dict()["properties"]["peeringState"] == "Disconnected"
+    with pytest.raises(HttpResponseError) as missing:
+        peerings.get(RESOURCE_GROUP, "vnet-b", "b-to-a")
+    assert missing.value.status_code == 404
+    route = (
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/virtualNetworks/{}/virtualNetworkPeerings/{}"
+    )
+    assert (arm.requests_by_route[("PUT", route)], arm.requests_by_route[("DELETE", route)]) == (2, 1)
+
+
+def test_deleting_a_vnet_disconnects_the_other_side_of_its_peerings(
+    arm: ArmEmulator, network: NetworkManagementClient
+) -> None:
+    first_id = arm.seed_subnet(RESOURCE_GROUP, "vnet-a", "default", "10.1.0.0/16").split("/subnets/")[0]
+    second_id = arm.seed_subnet(RESOURCE_GROUP, "vnet-b", "default", "10.2.0.0/16").split("/subnets/")[0]
+    network.virtual_network_peerings.begin_create_or_update(
+        RESOURCE_GROUP, "vnet-a", "a-to-b", peering_to(second_id), polling=False
+    )
+    network.virtual_network_peerings.begin_create_or_update(
+        RESOURCE_GROUP, "vnet-b", "b-to-a", peering_to(first_id), polling=False
+    )
+
+    network.virtual_networks.begin_delete(RESOURCE_GROUP, "vnet-a", polling=False)
+
+    assert peering_states(network, "vnet-b") == {"b-to-a": "Disconnected"}
+
+
+@pytest.mark.parametrize(
+    ("third_prefix", "expected_code"),
+    [("10.1.64.0/18", "VnetAddressSpacesOverlap"), ("10.2.0.0/16", "VnetAddressSpaceOverlapsWithAlreadyPeeredVnet")],
+    ids=["with-the-remote", "with-a-vnet-already-peered-with-the-remote"],
+)
+def test_peering_overlapping_address_spaces_is_refused(
+    arm: ArmEmulator, network: NetworkManagementClient, third_prefix: str, expected_code: str
+) -> None:
+    hub_id = arm.seed_subnet(RESOURCE_GROUP, "hub", "default", "10.1.0.0/17").split("/subnets/")[0]
+    arm.seed_subnet(RESOURCE_GROUP, "spoke", "default", "10.2.0.0/16")
+    arm.seed_subnet(RESOURCE_GROUP, "third", "default", third_prefix)
+    spoke_id = hub_id.replace("/hub", "/spoke")
+    network.virtual_network_peerings.begin_create_or_update(
+        RESOURCE_GROUP, "spoke", "spoke-to-hub", peering_to(hub_id), polling=False
+    )
+    network.virtual_network_peerings.begin_create_or_update(
+        RESOURCE_GROUP, "hub", "hub-to-spoke", peering_to(spoke_id), polling=False
+    )
+
+    with pytest.raises(HttpResponseError) as refused:
+        network.virtual_network_peerings.begin_create_or_update(
+            RESOURCE_GROUP, "third", "third-to-hub", peering_to(hub_id), polling=False
+        )
+
+    assert refused.value.status_code == 400
+    assert refused.value.error is not None
+    assert refused.value.error.code == expected_code
 
 
 def test_faults_match_method_and_path_and_are_consumed(arm: ArmEmulator, compute: ComputeManagementClient) -> None:

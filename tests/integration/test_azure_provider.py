@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 import yaml
+from azure.mgmt.network.models import VirtualNetworkPeering
 
 from autoscaler.config import ClusterConfig, parse_cluster_config
 from autoscaler.model import CloudState, LaunchRequest
 from provisioning.azure.cloud_init import NodeBootSpec, render_cloud_config
-from provisioning.azure.errors import classify_failed_provisioning
-from provisioning.azure.network import HEAD_AGENT_PORT, MANAGED_BY
+from provisioning.azure.network import HEAD_AGENT_PORT, MANAGED_BY, address_space
 from provisioning.azure.provider import AzureCloudProvider, AzureSettings, vm_name_for
 from provisioning.azure.ssh import generate_ssh_keypair
 from provisioning.cloud import (
@@ -36,9 +36,12 @@ HEAD_TYPE = "ray.head.default"
 SPOT_TYPE = "ray.worker.spot"
 ON_DEMAND_TYPE = "ray.worker.cpu"
 FUNCTION_SUBNET_PREFIX = "10.250.0.0/24"
+APP_RESOURCE_GROUP = "rg-platform"
+APP_VNET = "functions-vnet"
 CLUSTER_TAGS = ("ray-cluster-name", "ray-node-type", "ray-instance-id", "ray-request-id", "managed-by")
 IMAGE = {"imagePublisher": "Canonical", "imageOffer": "ubuntu-24_04-lts", "imageSku": "server"}
 VM_TYPE = "Microsoft.Compute/virtualMachines"
+VNET_TYPE = "Microsoft.Network/virtualNetworks"
 
 
 @pytest.fixture
@@ -49,7 +52,7 @@ def arm() -> Iterator[ArmEmulator]:
 
 @pytest.fixture
 def function_subnet_id(arm: ArmEmulator) -> str:
-    return arm.seed_subnet("rg-platform", "functions-vnet", "functions", FUNCTION_SUBNET_PREFIX)
+    return arm.seed_subnet(APP_RESOURCE_GROUP, APP_VNET, "functions", FUNCTION_SUBNET_PREFIX)
 
 
 def make_config(arm: ArmEmulator, cluster_name: str = "demo", **provider: Any) -> ClusterConfig:
@@ -164,7 +167,9 @@ def test_azure_provider_meets_the_provider_contract(
 # ------------------------------------------------------------------------------------------ ARM budget
 
 
-def test_steady_state_list_is_one_read_and_no_write(arm: ArmEmulator, function_subnet_id: str) -> None:
+def test_steady_state_list_is_one_read_of_the_resource_group_and_no_write(
+    arm: ArmEmulator, function_subnet_id: str
+) -> None:
     config = make_config(arm)
     provider = make_provider(arm, config, function_subnet_id)
     provider.launch(make_request(config, "head0001"))
@@ -177,6 +182,10 @@ def test_steady_state_list_is_one_read_and_no_write(arm: ArmEmulator, function_s
 
     assert len(instances) == 6
     assert (arm.reads, arm.writes) == (1, 0)
+    # Not the subscription-wide list: the app's role is granted on the clusters' resource group only.
+    assert dict(arm.requests_by_route) == {
+        ("GET", "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines"): 1
+    }
 
 
 def test_head_instance_carries_ray_address_dashboard_and_agent_urls(arm: ArmEmulator) -> None:
@@ -513,17 +522,61 @@ def test_list_maps_not_found_and_throttling_to_typed_errors(arm: ArmEmulator) ->
         provider.list_instances("demo")
 
 
-def test_asynchronous_allocation_failure_is_listed_as_failed_with_its_code(arm: ArmEmulator) -> None:
+@dataclass(frozen=True)
+class AsyncFailureCase:
+    code: str
+    message: str
+    node_type: str
+    kind: str
+    ttl_s: float
+
+
+ASYNC_FAILURES = [
+    AsyncFailureCase("ZonalAllocationFailed", "no room", SPOT_TYPE, "capacity", 3600),
+    AsyncFailureCase("SkuNotAvailable", "not here", ON_DEMAND_TYPE, "capacity", 82800),
+    AsyncFailureCase("SkuNotAvailable", "not here", SPOT_TYPE, "capacity", 3600),
+    AsyncFailureCase("LowPriorityQuota", "spot cores", SPOT_TYPE, "quota", 3600),
+    AsyncFailureCase("OperationNotAllowed", QUOTA_MESSAGE, ON_DEMAND_TYPE, "quota", 900),
+    AsyncFailureCase("InvalidParameter", "bad size", ON_DEMAND_TYPE, "invalid", 0),
+    AsyncFailureCase("InternalExecutionError", "try again", ON_DEMAND_TYPE, "", 0),
+]
+
+
+@pytest.mark.parametrize("case", ASYNC_FAILURES, ids=lambda case: f"{case.code}-{case.node_type}")
+def test_asynchronous_failure_is_listed_failed_and_classified_by_the_error_table(
+    arm: ArmEmulator, case: AsyncFailureCase
+) -> None:
     config = make_config(arm)
     provider = make_provider(arm, config)
-    arm.inject(Fault("PUT", VM_PUT, kind=FaultKind.ASYNC_FAILURE, code="ZonalAllocationFailed", message="no room"))
-    provider.launch(make_request(config, "worker0001", node_type=SPOT_TYPE))
+    arm.inject(Fault("PUT", VM_PUT, kind=FaultKind.ASYNC_FAILURE, code=case.code, message=case.message))
+    provider.launch(make_request(config, "worker0001", node_type=case.node_type))
 
     (instance,) = provider.list_instances(config.cluster_name)
 
     assert instance.state is CloudState.FAILED
-    assert instance.detail == "ZonalAllocationFailed: no room"
-    assert isinstance(classify_failed_provisioning(instance.detail, is_spot=True), CapacityError)
+    assert instance.detail == f"{case.code}: {case.message}"
+    assert (instance.failure_kind, instance.failure_code, instance.failure_ttl_s) == (case.kind, case.code, case.ttl_s)
+
+
+def test_failed_vm_instance_view_is_read_once_then_remembered(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    provider.launch(make_request(config, "head0001"))
+    arm.inject(Fault("PUT", VM_PUT, kind=FaultKind.ASYNC_FAILURE, code="AllocationFailed", message="no room"))
+    provider.launch(make_request(config, "worker0001", node_type=SPOT_TYPE))
+    provider.list_instances(config.cluster_name)  # the head's NIC read
+    instance_views = (
+        "GET",
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{}/instanceView",
+    )
+
+    first = arm.requests_by_route[instance_views]
+    arm.reset_counts()
+    again = {instance.instance_id: instance.failure_code for instance in provider.list_instances("demo")}
+
+    assert first == 1
+    assert (arm.reads, arm.writes) == (1, 0)
+    assert again == {"head0001": "", "worker0001": "AllocationFailed"}
 
 
 def test_slow_creation_is_listed_pending_until_it_completes(arm: ArmEmulator) -> None:
@@ -537,7 +590,9 @@ def test_slow_creation_is_listed_pending_until_it_completes(arm: ArmEmulator) ->
     assert states == [CloudState.PENDING, CloudState.PENDING, CloudState.RUNNING, CloudState.RUNNING]
 
 
-@pytest.mark.parametrize(("mode", "expected_states"), [("delete", []), ("deallocate", [CloudState.STOPPED])])
+# The resource-group list carries no power state: a deallocated VM still shows provisioning Succeeded (Ray reports
+# its node dead and the reconcile shell terminates it; see docs/decisions/arm-call-budget.md).
+@pytest.mark.parametrize(("mode", "expected_states"), [("delete", []), ("deallocate", [CloudState.RUNNING])])
 def test_spot_eviction_is_observed_by_list(arm: ArmEmulator, mode: str, expected_states: list[CloudState]) -> None:
     config = make_config(arm)
     provider = make_provider(arm, config)
@@ -549,6 +604,112 @@ def test_spot_eviction_is_observed_by_list(arm: ArmEmulator, mode: str, expected
     if mode == "delete":
         assert not arm.resources("Microsoft.Network/networkInterfaces")
         assert not arm.resources("Microsoft.Compute/disks")
+
+
+# ------------------------------------------------------------------------------------------ peering
+
+
+def app_vnet_id(arm: ArmEmulator) -> str:
+    group = f"/subscriptions/{arm.subscription_id}/resourceGroups/{APP_RESOURCE_GROUP}"
+    return f"{group}/providers/Microsoft.Network/virtualNetworks/{APP_VNET}"
+
+
+def cluster_vnet_id(arm: ArmEmulator, cluster_name: str = "demo") -> str:
+    group = f"/subscriptions/{arm.subscription_id}/resourceGroups/{RESOURCE_GROUP}"
+    return f"{group}/providers/Microsoft.Network/virtualNetworks/ray-{cluster_name}-vnet"
+
+
+def peering_summary(arm: ArmEmulator, vnet_id: str) -> list[tuple[str, str, str]]:
+    """(name, remote VNet id, peering state) of each peering of a VNet."""
+    return [
+        (
+            peering["name"],
+            peering["properties"]["remoteVirtualNetwork"]["id"],
+            peering["properties"]["peeringState"],
+        )
+        for peering in arm.peerings(vnet_id)
+    ]
+
+
+def test_cluster_vnet_is_peered_both_ways_with_the_app_vnet(arm: ArmEmulator, function_subnet_id: str) -> None:
+    config = make_config(arm)
+
+    make_provider(arm, config, function_subnet_id).launch(make_request(config, "head0001"))
+
+    assert peering_summary(arm, cluster_vnet_id(arm)) == [("ray-demo-to-app", app_vnet_id(arm), "Connected")]
+    assert peering_summary(arm, app_vnet_id(arm)) == [("app-to-ray-demo", cluster_vnet_id(arm), "Connected")]
+    (peering,) = arm.peerings(cluster_vnet_id(arm))
+    assert peering["properties"]["allowVirtualNetworkAccess"] is True
+    assert peering["properties"]["allowForwardedTraffic"] is False
+
+
+def test_peered_network_costs_a_fresh_process_one_read_and_no_write(arm: ArmEmulator, function_subnet_id: str) -> None:
+    config = make_config(arm)
+    make_provider(arm, config, function_subnet_id).ensure_network()
+    arm.reset_counts()
+
+    make_provider(arm, config, function_subnet_id).ensure_network()
+
+    assert (arm.reads, arm.writes) == (1, 0)
+
+
+@pytest.mark.parametrize("network_kind", ["no-function-subnet", "given-subnet"])
+def test_no_peering_without_a_function_subnet_or_with_a_given_subnet(
+    arm: ArmEmulator, function_subnet_id: str, network_kind: str
+) -> None:
+    if network_kind == "given-subnet":
+        user_subnet_id = arm.seed_subnet(RESOURCE_GROUP, "user-vnet", "nodes", "10.20.0.0/16")
+        config = make_config(arm, subnet_id=user_subnet_id)
+        provider = make_provider(arm, config, function_subnet_id)
+    else:
+        config = make_config(arm)
+        provider = make_provider(arm, config, "")
+
+    provider.launch(make_request(config, "head0001"))
+
+    assert all(vnet["properties"]["virtualNetworkPeerings"] == [] for vnet in arm.resources(VNET_TYPE))
+    assert not [path for _, path, _ in arm.request_log if "virtualNetworkPeerings" in path]
+
+
+def test_a_disconnected_peering_is_deleted_and_both_sides_created_again(
+    arm: ArmEmulator, function_subnet_id: str
+) -> None:
+    config = make_config(arm)
+    make_provider(arm, config, function_subnet_id).ensure_network()
+    network_client = make_provider(arm, config, function_subnet_id).network
+    network_client.virtual_network_peerings.begin_delete(
+        APP_RESOURCE_GROUP, APP_VNET, "app-to-ray-demo", polling=False
+    )  # someone removes the app side
+    provider = make_provider(arm, config, function_subnet_id)  # a fresh process: nothing remembered
+
+    with pytest.raises(TransientError):
+        provider.launch(make_request(config, "head0001"))
+    provider.launch(make_request(config, "head0001"))  # the next tick retries
+
+    assert peering_summary(arm, cluster_vnet_id(arm)) == [("ray-demo-to-app", app_vnet_id(arm), "Connected")]
+    assert peering_summary(arm, app_vnet_id(arm)) == [("app-to-ray-demo", cluster_vnet_id(arm), "Connected")]
+
+
+def test_two_clusters_on_the_same_range_cannot_both_peer_with_the_app(
+    arm: ArmEmulator, function_subnet_id: str
+) -> None:
+    first, second = colliding_cluster_names()
+    make_provider(arm, make_config(arm, first), function_subnet_id).ensure_network()
+
+    with pytest.raises(InvalidRequestError, match="VnetAddressSpaceOverlapsWithAlreadyPeeredVnet"):
+        make_provider(arm, make_config(arm, second), function_subnet_id).ensure_network()
+
+
+def colliding_cluster_names() -> tuple[str, str]:
+    """Two cluster names whose VNets get the same 10.<octet>.0.0/16 (network.address_space)."""
+    seen: dict[str, str] = {}
+    for index in range(1000):
+        name = f"c{index}"
+        vnet_range = address_space(name)[0]
+        if vnet_range in seen:
+            return seen[vnet_range], name
+        seen[vnet_range] = name
+    raise AssertionError("no collision among 1000 names")
 
 
 # ------------------------------------------------------------------------------------------ destroy
@@ -564,8 +725,42 @@ def test_destroy_leaves_zero_resources_of_the_cluster(arm: ArmEmulator, function
     report = provider.destroy_cluster("demo")
 
     assert report.complete
-    assert [resource["name"] for resource in arm.resources()] == ["functions-vnet"]
+    assert [resource["name"] for resource in arm.resources()] == [APP_VNET]
     assert any("virtualNetworks/ray-demo-vnet" in removed for removed in report.removed)
+
+
+def test_destroy_deletes_both_peerings_and_leaves_the_app_vnet(arm: ArmEmulator, function_subnet_id: str) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config, function_subnet_id)
+    provider.launch(make_request(config, "head0001"))
+
+    report = provider.destroy_cluster("demo")
+
+    assert report.complete, report.notes
+    assert f"{app_vnet_id(arm)}/virtualNetworkPeerings/app-to-ray-demo" in report.removed
+    assert f"{cluster_vnet_id(arm)}/virtualNetworkPeerings/ray-demo-to-app" in report.removed
+    assert [vnet["id"] for vnet in arm.resources(VNET_TYPE)] == [app_vnet_id(arm)]
+    assert arm.peerings(app_vnet_id(arm)) == []
+
+
+def test_destroy_leaves_an_app_peering_of_the_same_name_that_points_elsewhere(
+    arm: ArmEmulator, function_subnet_id: str
+) -> None:
+    other_vnet_subnet = arm.seed_subnet("rg-other", "ray-demo-vnet", "default", "10.40.0.0/16")
+    other_vnet_id = other_vnet_subnet.split("/subnets/")[0]
+    provider = make_provider(arm, make_config(arm), function_subnet_id)
+    provider.app_network.virtual_network_peerings.begin_create_or_update(
+        APP_RESOURCE_GROUP,
+        APP_VNET,
+        "app-to-ray-demo",
+        VirtualNetworkPeering({"properties": {"remoteVirtualNetwork": {"id": other_vnet_id}}}),
+        polling=False,
+    )
+
+    report = provider.destroy_cluster("demo")
+
+    assert peering_summary(arm, app_vnet_id(arm)) == [("app-to-ray-demo", other_vnet_id, "Initiated")]
+    assert any("left alone" in note for note in report.notes)
 
 
 def test_destroy_removes_nics_and_disks_left_behind_by_detached_deletes(arm: ArmEmulator) -> None:

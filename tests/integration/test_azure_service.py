@@ -23,7 +23,7 @@ from azure.data.tables import TableServiceClient
 from cryptography.hazmat.primitives import serialization
 
 from autoscaler.config import ClusterConfig
-from autoscaler.model import InstanceStatus, ShapeDemand, shape_of
+from autoscaler.model import InstanceStatus, RayNodeStatus, ShapeDemand, shape_of
 from autoscaler.queueing import InMemoryReconcileQueue
 from autoscaler.reconcile import ReconcileDeps, TickResult
 from autoscaler.service import Service
@@ -184,6 +184,7 @@ class Harness:
     clock: Clock
     queue: InMemoryReconcileQueue
     service: Service
+    app_vnet_id: str  # the function app's VNet, which each cluster VNet is peered with
     results: list[TickResult] = field(default_factory=list)
 
     # -- driving
@@ -228,6 +229,17 @@ class Harness:
 
     def leave_ray(self, instance_id: str) -> None:
         nodes = tuple(node for node in self.ray.state.nodes if node.instance_id != instance_id)
+        self.ray.state = replace(self.ray.state, nodes=nodes)
+
+    def ray_node_dies(self, instance_id: str) -> None:
+        """Ray's view of a node whose VM stopped: its raylet stops heartbeating and GCS marks the node dead (it is
+        kept in the state for a while, as dead)."""
+        nodes = tuple(
+            replace(node, status=RayNodeStatus.DEAD, available_resources={})
+            if node.instance_id == instance_id
+            else node
+            for node in self.ray.state.nodes
+        )
         self.ray.state = replace(self.ray.state, nodes=nodes)
 
     def scale_up(self, workers: int) -> list[NodeView]:
@@ -301,7 +313,7 @@ def harness(arm: ArmEmulator, store: TableStateStore) -> Harness:
         control_plane_url="http://127.0.0.1:7071",
     )
     service = Service(deps=deps, queue=queue, allow_local_provider=False, ssh_keygen=generate_ssh_keypair)
-    return Harness(arm, store, ray, clock, queue, service)
+    return Harness(arm, store, ray, clock, queue, service, app_vnet_id=function_subnet_id.split("/subnets/")[0])
 
 
 def seed_bystanders(arm: ArmEmulator) -> None:
@@ -310,6 +322,14 @@ def seed_bystanders(arm: ArmEmulator) -> None:
     subnet_id = arm.seed_subnet(RESOURCE_GROUP, "team-vnet", "default", "10.30.0.0/24")
     arm.seed_vm(RESOURCE_GROUP, "team-build-agent", subnet_id, tags={"owner": "team"})
     arm.seed_vm(RESOURCE_GROUP, "ray-other-head", subnet_id, tags={TAG_CLUSTER: "other", "managed-by": MANAGED_BY})
+
+
+def without_peerings(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Resource snapshots with VNets' peerings left out (the app's VNet holds one per cluster while it lives)."""
+    return [
+        {**resource, "properties": {k: v for k, v in resource["properties"].items() if k != "virtualNetworkPeerings"}}
+        for resource in resources
+    ]
 
 
 def is_the_clusters(resource: dict[str, Any]) -> bool:
@@ -324,7 +344,9 @@ def is_the_clusters(resource: dict[str, Any]) -> bool:
     ("eviction", "evicted_status"),
     [
         ("delete", S.TERMINATED),  # the VM is gone: nothing to do but notice
-        ("deallocate", S.TERMINATING),  # the VM stays, stopped: we delete it
+        # The VM stays, deallocated; the resource-group list shows no power state (it still reads Succeeded), but
+        # Ray reports the node dead: we delete the VM.
+        ("deallocate", S.TERMINATING),
     ],
 )
 def test_lifecycle_through_the_service_evicted_spot_worker_is_replaced_and_destroy_leaves_nothing(
@@ -334,13 +356,19 @@ def test_lifecycle_through_the_service_evicted_spot_worker_is_replaced_and_destr
     harness.bring_up(ssh_allowed_cidrs=("203.0.113.0/24",))  # so the head has a public IP to clean up too
     # Taken once the bystanders were listed (the emulator finishes a seeded VM's creation when it is first seen).
     bystanders = [resource for resource in harness.arm.resources() if not is_the_clusters(resource)]
+    assert [peering["properties"]["peeringState"] for peering in harness.arm.peerings(harness.app_vnet_id)] == [
+        "Connected"
+    ]
     workers = harness.scale_up(2)
     assert len(harness.vms(SPOT_TYPE)) == 2
     assert all(vm["properties"]["priority"] == "Spot" for vm in harness.vms(SPOT_TYPE))
 
     evicted = workers[0].instance_id
     harness.arm.evict(vm_name_for(CLUSTER, evicted), mode=eviction)
-    harness.leave_ray(evicted)
+    if eviction == "delete":
+        harness.leave_ray(evicted)
+    else:
+        harness.ray_node_dies(evicted)
     harness.demand(1)  # the evicted node's tasks wait again
     harness.tick()
 
@@ -367,10 +395,12 @@ def test_lifecycle_through_the_service_evicted_spot_worker_is_replaced_and_destr
 
     harness.service.destroy_cluster(CLUSTER)
     harness.tick()  # every VM is deleted (with its NIC, disk and public IP)
-    harness.tick()  # none is listed any more: the network goes, the cluster is deleted
+    harness.tick()  # none is listed any more: the peerings and the network go, the cluster is deleted
     assert harness.view().status == "deleted"
     assert [resource["id"] for resource in harness.arm.resources() if is_the_clusters(resource)] == []
-    assert harness.arm.resources() == bystanders
+    # The app's VNet stays, without its peering to the cluster; everything else is as it was.
+    assert harness.arm.peerings(harness.app_vnet_id) == []
+    assert without_peerings(harness.arm.resources()) == without_peerings(bystanders)
 
 
 # ------------------------------------------------------------------------------------------ security
@@ -570,16 +600,6 @@ def test_a_type_without_fallback_is_not_launched_until_its_unavailability_expire
     assert harness.view().unavailable_node_types == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug: autoscaler/reconcile.py _sync moves a requested instance whose VM the cloud lists as failed "
-        "(CloudState.FAILED, detail 'ZonalAllocationFailed: ...') to allocation_failed without classifying the "
-        "failure, so an asynchronous capacity/quota failure (how Azure usually reports them: the PUT is accepted, "
-        "the allocation fails later) never marks the type unavailable and the next tick launches the same type "
-        "again; provisioning/azure/errors.py classify_failed_provisioning exists for this but nothing calls it"
-    ),
-)
 def test_asynchronous_capacity_failure_marks_the_type_unavailable_and_falls_back(harness: Harness) -> None:
     harness.bring_up()
     harness.arm.inject(
@@ -664,5 +684,5 @@ def test_steady_state_tick_through_the_service_costs_one_arm_read_and_no_write(h
     assert (result.actions, result.settled) == ([], True)
     assert (harness.arm.reads, harness.arm.writes) == (1, 0)
     assert dict(harness.arm.requests_by_route) == {
-        ("GET", "/subscriptions/{}/providers/Microsoft.Compute/virtualMachines"): 1
+        ("GET", "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines"): 1
     }

@@ -5,8 +5,13 @@ It serves HTTPS on 127.0.0.1 with a throwaway CA from `trustme`; clients trust i
 
 - virtual machines (PUT/GET/DELETE, list by resource group, list all with `statusOnly=true`, instanceView),
   with inline network interface and public IP configurations (`networkApiVersion`) and `deleteOption` cascade;
+  as in Azure, only `list_all(statusOnly=true)` and the instanceView GET carry the instance view (power state,
+  `ProvisioningState/failed/<code>`); a resource-group list shows provisioning state and tags only;
 - network interfaces, public IP addresses, disks (list/GET/DELETE; NICs and public IPs also PUT);
 - network security groups (with Azure's default rules), virtual networks and subnets;
+- virtual network peerings (PUT/GET/DELETE, listed inline in the VNet as Azure does): `peeringState` Initiated
+  while only one side exists, Connected once both do, Disconnected when the other side is deleted; overlapping
+  address spaces refused (`VnetAddressSpacesOverlap`, `VnetAddressSpaceOverlapsWithAlreadyPeeredVnet`);
 - long-running operations: PUT/DELETE answer with `Azure-AsyncOperation` and `Location` headers pointing at an
   operation-status endpoint; an operation completes once it has been observed `observations` times;
 - `InUse` refusals as Azure gives them (NIC attached to a VM, subnet with NICs, NSG used by a subnet...);
@@ -142,6 +147,7 @@ _NAMED_COLLECTIONS = {
     "networksecuritygroups",
     "virtualnetworks",
     "subnets",
+    "virtualnetworkpeerings",
 }
 
 _TYPES = {
@@ -430,6 +436,8 @@ class ArmEmulator:
             return 200, {}, self._instance_view(resource)
         if collection == "virtualnetworks" and lowered[8] == "subnets" and len(segments) == 10:
             return self._subnet_request(method, resource_id, segments[9], document)
+        if collection == "virtualnetworks" and lowered[8] == "virtualnetworkpeerings" and len(segments) == 10:
+            return self._peering_request(method, resource_id, segments[9], document)
         raise ArmHttpError(404, "InvalidResourceType", f"no route for {path}")
 
     def _resource_request(
@@ -675,6 +683,8 @@ class ArmEmulator:
         elif resource_type == _TYPES["virtualnetworks"]:
             for subnet in properties.get("subnets", []):
                 self._unlink_subnet_from_nsg(subnet)
+            for peering in properties.get("virtualNetworkPeerings", []):
+                self._disconnect_reverse_of(resource.body["id"], peering)
         elif resource_type == _TYPES["networksecuritygroups"]:
             pass
 
@@ -1025,6 +1035,10 @@ class ArmEmulator:
                     "provisioningState": "Updating",
                     "addressSpace": document.get("properties", {}).get("addressSpace", {}),
                     "subnets": subnets,
+                    # Peerings are their own requests here: a VNet PUT keeps those that exist.
+                    "virtualNetworkPeerings": existing.body["properties"].get("virtualNetworkPeerings", [])
+                    if existing
+                    else [],
                 },
             }
         )
@@ -1051,6 +1065,136 @@ class ArmEmulator:
             vnet.body["properties"]["subnets"].remove(subnet)
             return 200, {}, None
         raise ArmHttpError(405, "MethodNotAllowed", f"{method} on a subnet is not emulated")
+
+    # ---------------------------------------------------------------- virtual network peerings
+
+    def _peering_request(
+        self, method: str, vnet_id: str, peering_name: str, document: JsonDict
+    ) -> tuple[int, dict[str, str], JsonDict | None]:
+        vnet = self._get(vnet_id)
+        peerings: list[JsonDict] = vnet.body["properties"].setdefault("virtualNetworkPeerings", [])
+        existing = next((p for p in peerings if p["name"].lower() == peering_name.lower()), None)
+        if method == "GET":
+            if existing is None:
+                raise ArmHttpError(
+                    404, "NotFound", f"Resource {vnet_id}/virtualNetworkPeerings/{peering_name} not found."
+                )
+            return 200, {}, json.loads(json.dumps(existing))
+        if method == "DELETE":
+            if existing is None:
+                return 204, {}, None
+            peerings.remove(existing)
+            self._disconnect_reverse_of(vnet_id, existing)
+            return 200, {}, None
+        if method != "PUT":
+            raise ArmHttpError(405, "MethodNotAllowed", f"{method} on a virtual network peering")
+        peering = self._put_peering(vnet, peering_name, document, existing)
+        if existing is not None:
+            peerings[peerings.index(existing)] = peering
+        else:
+            peerings.append(peering)
+        return (200 if existing is not None else 201), {}, json.loads(json.dumps(peering))
+
+    def _put_peering(self, vnet: _Resource, name: str, document: JsonDict, existing: JsonDict | None) -> JsonDict:
+        vnet_id = vnet.body["id"]
+        peering_id = f"{vnet_id}/virtualNetworkPeerings/{name}"
+        requested = document.get("properties", {})
+        remote_id = requested.get("remoteVirtualNetwork", {}).get("id", "")
+        remote = self._resources.get(self._key(remote_id))
+        if remote is None or remote.body["type"] != _TYPES["virtualnetworks"]:
+            raise ArmHttpError(
+                400,
+                "InvalidResourceReference",
+                f"Resource {remote_id} referenced by resource {peering_id} was not found.",
+            )
+        local_prefixes = _prefixes(vnet.body)
+        overlap = _overlapping(local_prefixes, _prefixes(remote.body))
+        if overlap:
+            raise ArmHttpError(
+                400,
+                "VnetAddressSpacesOverlap",
+                f"Cannot create or update peering {peering_id} because the address spaces of {vnet_id} and "
+                f"{remote_id} overlap. Overlapping address prefixes: {', '.join(overlap)}.",
+            )
+        for other in remote.body["properties"].get("virtualNetworkPeerings", []):
+            other_id = other["properties"]["remoteVirtualNetwork"]["id"]
+            if other_id.lower() == vnet_id.lower():
+                continue
+            overlap = _overlapping(
+                local_prefixes, other["properties"].get("remoteAddressSpace", {}).get("addressPrefixes", [])
+            )
+            if overlap:
+                raise ArmHttpError(
+                    400,
+                    "VnetAddressSpaceOverlapsWithAlreadyPeeredVnet",
+                    f"Cannot create or update peering {peering_id}. Virtual networks {vnet_id} and {remote_id} cannot "
+                    f"be peered because address space of the first virtual network overlaps with address space of "
+                    f"virtual network {other_id} already peered with the second virtual network. Overlapping "
+                    f"address prefixes: {', '.join(overlap)}.",
+                )
+        reverse = self._reverse_peering(remote, vnet_id)
+        was_disconnected = existing is not None and existing["properties"]["peeringState"] == "Disconnected"
+        # A disconnected link never reconnects: Azure wants it deleted and both sides created again.
+        if was_disconnected:
+            state = "Disconnected"
+        elif reverse is not None and reverse["properties"]["peeringState"] != "Disconnected":
+            state = "Connected"
+            reverse["properties"]["peeringState"] = "Connected"
+        else:
+            state = "Initiated"
+        return {
+            "id": peering_id,
+            "name": name,
+            "type": "Microsoft.Network/virtualNetworks/virtualNetworkPeerings",
+            "etag": f'W/"{uuid.uuid4()}"',
+            "properties": {
+                "provisioningState": "Succeeded",
+                "peeringState": state,
+                "peeringSyncLevel": "FullyInSync",
+                "remoteVirtualNetwork": {"id": remote.body["id"]},
+                "remoteAddressSpace": {"addressPrefixes": _prefixes(remote.body)},
+                "remoteVirtualNetworkAddressSpace": {"addressPrefixes": _prefixes(remote.body)},
+                "allowVirtualNetworkAccess": requested.get("allowVirtualNetworkAccess", True),
+                "allowForwardedTraffic": requested.get("allowForwardedTraffic", False),
+                "allowGatewayTransit": requested.get("allowGatewayTransit", False),
+                "useRemoteGateways": requested.get("useRemoteGateways", False),
+            },
+        }
+
+    @staticmethod
+    def _reverse_peering(remote: _Resource, local_vnet_id: str) -> JsonDict | None:
+        for peering in remote.body["properties"].get("virtualNetworkPeerings", []):
+            if peering["properties"]["remoteVirtualNetwork"]["id"].lower() == local_vnet_id.lower():
+                return peering  # type: ignore[no-any-return]
+        return None
+
+    def _disconnect_reverse_of(self, vnet_id: str, peering: JsonDict) -> None:
+        """A deleted link leaves the other side Disconnected."""
+        remote = self._resources.get(self._key(peering["properties"]["remoteVirtualNetwork"]["id"]))
+        reverse = self._reverse_peering(remote, vnet_id) if remote is not None else None
+        if reverse is not None:
+            reverse["properties"]["peeringState"] = "Disconnected"
+
+    def peerings(self, vnet_id: str) -> list[JsonDict]:
+        """Snapshots of the peerings of a VNet (empty when the VNet does not exist)."""
+        with self._lock:
+            vnet = self._resources.get(self._key(vnet_id))
+            return json.loads(json.dumps(vnet.body["properties"].get("virtualNetworkPeerings", []))) if vnet else []
+
+
+def _prefixes(vnet_body: JsonDict) -> list[str]:
+    return list(vnet_body["properties"].get("addressSpace", {}).get("addressPrefixes", []))
+
+
+def _overlapping(first: list[str], second: list[str]) -> list[str]:
+    return [
+        left
+        for left in first
+        if any(
+            ipaddress.ip_network(left, strict=False).overlaps(ipaddress.ip_network(right, strict=False))
+            for right in second
+        )
+    ]
 
 
 def _digest(value: Any) -> str:
