@@ -69,10 +69,10 @@ e2e: install
 	$(PYTEST) tests/e2e -q
 
 bench: install
-	$(PY) bench/cold_start.py
-	$(PY) bench/planner.py
-	$(PY) bench/arm_calls.py
-	$(PY) bench/latency_local.py
+	PYTHONPATH=. $(PY) bench/cold_start.py
+	PYTHONPATH=. $(PY) bench/planner.py
+	PYTHONPATH=. $(PY) bench/arm_calls.py
+	PYTHONPATH=. $(PY) bench/latency_local.py
 
 clean:
 	rm -rf $(DATA) demo-out

@@ -1,8 +1,9 @@
 """ARM requests per steady-state tick: our AzureCloudProvider versus Ray's own Azure NodeProvider.
 
 Both run against the loopback ARM emulator (tests/support/arm_emulator.py) with clusters of 1, 10 and 100 workers.
-Ours: `list_instances` (target: 1 read, 0 writes, whatever the size). Ray's: `non_terminated_nodes`, which
-lists VMs and then reads each VM's instance view, NIC and public IP (the facts file measured 301 at 100 VMs).
+Ours: `list_instances` (target: 1 read, 0 writes, whatever the size: ONE `virtual_machines.list` of the clusters'
+resource group), with the cluster VNet peered with an app VNet as in a deployment. Ray's: `non_terminated_nodes`,
+which lists VMs and then reads each VM's instance view, NIC and public IP (the facts file measured 301 at 100 VMs).
 
 Nothing may leave loopback: an audit hook refuses any socket connection to another address, and Ray's cloud
 probe (`get_cloud_from_metadata_requests`, which calls 169.254.169.254) and its DefaultAzureCredential are
@@ -28,6 +29,7 @@ from tests.support.arm_emulator import ArmEmulator, StaticTestCredential
 
 CLUSTER_SIZES = (1, 10, 100)
 RESOURCE_GROUP = "rg-bench"
+RESOURCE_GROUP_LIST = ("GET", "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 IMAGE = {"imagePublisher": "Canonical", "imageOffer": "ubuntu-24_04-lts", "imageSku": "server"}
 
@@ -91,10 +93,15 @@ def launch_request(config: ClusterConfig, instance_id: str, node_type: str) -> L
     )
 
 
-def our_tick(arm: ArmEmulator, workers: int) -> tuple[int, int]:
+def our_tick(arm: ArmEmulator, workers: int, function_subnet_id: str) -> tuple[int, int]:
     """(reads, writes) of one steady-state `list_instances` of a cluster with a head and `workers` workers."""
     config = bench_config(f"ours{workers}", arm.subscription_id)
-    settings = AzureSettings(subscription_id=arm.subscription_id, base_url=arm.base_url, connection_verify=arm.ca_path)
+    settings = AzureSettings(
+        subscription_id=arm.subscription_id,
+        function_subnet_id=function_subnet_id,
+        base_url=arm.base_url,
+        connection_verify=arm.ca_path,
+    )
     provider = AzureCloudProvider(config, arm.credential(), settings)
     provider.launch(launch_request(config, "head", "head"))
     for index in range(workers):
@@ -105,6 +112,8 @@ def our_tick(arm: ArmEmulator, workers: int) -> tuple[int, int]:
     if len(instances) != workers + 1:
         raise RuntimeError(f"expected {workers + 1} instances, listed {len(instances)}")
     reads, writes = arm.reads, arm.writes
+    if dict(arm.requests_by_route) != {RESOURCE_GROUP_LIST: 1}:
+        raise RuntimeError(f"expected one resource-group VM list, saw {dict(arm.requests_by_route)}")
     provider.destroy_cluster(config.cluster_name)
     return reads, writes
 
@@ -179,8 +188,9 @@ def main() -> None:
     ray_reads: dict[str, int] = {}
     writes_per_tick = 0
     with ArmEmulator() as arm:
+        function_subnet_id = arm.seed_subnet("rg-bench-app", "vnet-app", "snet-function-app", "10.250.0.0/26")
         for workers in CLUSTER_SIZES:
-            reads, writes = our_tick(arm, workers)
+            reads, writes = our_tick(arm, workers, function_subnet_id)
             reads_per_tick[str(workers)] = reads
             writes_per_tick = max(writes_per_tick, writes)
             print(f"ours: head + {workers:>3} workers -> {reads} read(s), {writes} write(s) per tick", flush=True)

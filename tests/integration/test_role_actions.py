@@ -11,7 +11,9 @@ body). Each request is mapped to the Azure RBAC actions it needs, and to the sco
   subnet needs `networkSecurityGroups/join/action`; a VM with a NIC needs `networkInterfaces/join/action`; a public IP
   on a NIC needs `publicIPAddresses/join/action`;
 - resources another resource provider creates for us (Compute creates the NIC and public IP a VM declares inline in
-  `networkInterfaceConfigurations`): `networkInterfaces/write`, `publicIPAddresses/write`.
+  `networkInterfaceConfigurations`): `networkInterfaces/write`, `publicIPAddresses/write`;
+- a peering from VNet A to VNet B needs `virtualNetworkPeerings/write` on A and `virtualNetworks/peer/action` on the
+  remote VNet B; the provider peers both ways, so each role needs both.
 
 Some checks Azure does not document; they count as "possibly checked": an action the role may keep, never one the
 test demands. (The asymmetry is deliberate: an action missing from the role breaks production with
@@ -20,9 +22,10 @@ AuthorizationFailed, an extra one only widens the grant.) They are: subnets decl
 (`securityRules/write`), what a VM delete removes through `deleteOption: Delete` (NIC, public IP, OS disk), and the
 public IP expanded into a NIC read. The OS disk a VM PUT creates from an image is Compute's own (no disks/write).
 
-Scopes: requests under the clusters' resource group, and the subscription-wide VM list, are the clusters role's
-(`infra/roles/autoscaler-actions.json`, assigned on that group); requests on the function app's VNet are the app
-VNet role's (`infra/roles/app-network-peering-actions.json`, assigned on that VNet).
+Scopes: requests under the clusters' resource group are the clusters role's (`infra/roles/autoscaler-actions.json`,
+assigned on that group); requests on the function app's VNet are the app VNet role's
+(`infra/roles/app-network-peering-actions.json`, assigned on that VNet). A subscription-wide request (e.g. the VM
+`list_all`) is authorized at subscription scope, where neither role is assigned: the mapping refuses it.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from autoscaler.config import ClusterConfig, parse_cluster_config
 from autoscaler.model import LaunchRequest
 from provisioning.azure.network import MANAGED_BY
 from provisioning.azure.provider import AzureCloudProvider, AzureSettings
-from tests.support.arm_emulator import ArmEmulator
+from tests.support.arm_emulator import ArmEmulator, Fault, FaultKind
 
 ROLES_DIR = Path(__file__).resolve().parents[2] / "infra" / "roles"
 CLUSTERS_ROLE_FILE = ROLES_DIR / "autoscaler-actions.json"
@@ -61,6 +64,7 @@ KNOWN_TYPES = {
     name.lower(): name
     for name in (
         "Microsoft.Compute/virtualMachines",
+        "Microsoft.Compute/virtualMachines/instanceView",
         "Microsoft.Compute/disks",
         "Microsoft.Compute/locations/operations",
         "Microsoft.Network/networkInterfaces",
@@ -68,6 +72,7 @@ KNOWN_TYPES = {
         "Microsoft.Network/networkSecurityGroups",
         "Microsoft.Network/virtualNetworks",
         "Microsoft.Network/virtualNetworks/subnets",
+        "Microsoft.Network/virtualNetworks/virtualNetworkPeerings",
         "Microsoft.Network/locations/operations",
     )
 }
@@ -77,6 +82,8 @@ NIC = "Microsoft.Network/networkInterfaces"
 PUBLIC_IP = "Microsoft.Network/publicIPAddresses"
 NSG = "Microsoft.Network/networkSecurityGroups"
 SUBNET = "Microsoft.Network/virtualNetworks/subnets"
+VNET = "Microsoft.Network/virtualNetworks"
+PEERING = "Microsoft.Network/virtualNetworks/virtualNetworkPeerings"
 
 
 # ------------------------------------------------------------------------------------------ recording
@@ -130,8 +137,6 @@ class PermissionMapper:
         segments = lowered.split("/")
         if len(segments) > 4 and segments[3] == "resourcegroups" and segments[4] == RESOURCE_GROUP.lower():
             return CLUSTERS_SCOPE
-        if len(segments) == 6 and segments[3] == "providers":  # a subscription-wide list: ARM filters it by access
-            return CLUSTERS_SCOPE
         raise AssertionError(f"{resource_id} is in no scope that a role of the app is assigned on")
 
     def permissions(self, request: ArmRequest) -> list[Permission]:
@@ -184,6 +189,9 @@ def implicit_on_write(resource_type: str, path: str, document: dict[str, Any], b
                 found.append(Permission(f"{NSG}/join/action", nsg_id, True, because))
     if resource_type == NSG and properties.get("securityRules"):
         found.append(Permission(f"{NSG}/securityRules/write", path, False, because))
+    if resource_type == PEERING:
+        remote_vnet_id = properties["remoteVirtualNetwork"]["id"]
+        found.append(Permission(f"{VNET}/peer/action", remote_vnet_id, True, because))
     return found
 
 
@@ -335,9 +343,13 @@ def run_lifecycle(arm: ArmEmulator, config: ClusterConfig, function_subnet_id: s
     cluster = config.cluster_name
     provider.ensure_network()
     launch(provider, config, "head0001", HEAD_TYPE)
+    # One worker's allocation fails after the PUT was accepted: the list reads its instance view for the code.
+    arm.inject(
+        Fault("PUT", r"/virtualMachines/[^/]*worker0002$", kind=FaultKind.ASYNC_FAILURE, code="AllocationFailed")
+    )
     for index in range(3):
         launch(provider, config, f"worker{index:04d}", SPOT_TYPE)
-    provider.list_instances(cluster)  # with the head's NIC read
+    provider.list_instances(cluster)  # with the head's NIC read and the failed worker's instance view
     provider.terminate(cluster, "worker0000")  # listed: deleted by its known name
     # A fresh process (another function instance) knows no names: it checks the VM's tags first.
     fresh = AzureCloudProvider(config, arm.credential(), settings)
@@ -388,6 +400,7 @@ def test_lifecycle_exercised_every_kind_of_request_the_role_is_about(recorded: R
 
     assert {
         f"{VM}/read",
+        f"{VM}/instanceView/read",
         f"{VM}/write",
         f"{VM}/delete",
         f"{NIC}/read",
@@ -401,6 +414,10 @@ def test_lifecycle_exercised_every_kind_of_request_the_role_is_about(recorded: R
         f"{SUBNET}/join/action",
         f"{SUBNET}/read",
         "Microsoft.Compute/disks/delete",
+        f"{VNET}/peer/action",
+        f"{PEERING}/write",
+        f"{PEERING}/read",
+        f"{PEERING}/delete",
     } <= actions
 
 
@@ -425,36 +442,10 @@ def test_app_vnet_role_grants_every_action_the_provider_performs_on_the_app_vnet
     assert missing == []
 
 
-# Both roles grant VNet peering, which no code path performs: provisioning/azure never peers a cluster VNet with the
-# app VNet, although docs/deploy.md says it does. The lead decides: remove the actions, or implement the peering.
-UNUSED_PEERING = (
-    "virtualNetworks/peer/action and virtualNetworkPeerings/read|write|delete are granted but no code peers VNets"
-)
-
-
 @pytest.mark.parametrize(
     ("role_file", "scope"),
-    [
-        pytest.param(
-            CLUSTERS_ROLE_FILE,
-            CLUSTERS_SCOPE,
-            id="clusters-role",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=f"{UNUSED_PEERING}; subnets/read is granted but the only subnet read is the function "
-                "subnet's, which the app VNet role covers",
-            ),
-        ),
-        pytest.param(
-            APP_VNET_ROLE_FILE,
-            APP_VNET_SCOPE,
-            id="app-vnet-role",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=f"{UNUSED_PEERING}; virtualNetworks/read is granted but only the subnet is read",
-            ),
-        ),
-    ],
+    [(CLUSTERS_ROLE_FILE, CLUSTERS_SCOPE), (APP_VNET_ROLE_FILE, APP_VNET_SCOPE)],
+    ids=["clusters-role", "app-vnet-role"],
 )
 def test_role_grants_no_action_that_no_code_path_uses(recorded: Recorded, role_file: Path, scope: str) -> None:
     used = used_actions(recorded.permissions, recorded.mapper, scope)

@@ -38,15 +38,7 @@ class FakeCloudProvider:
             key = (request.cluster_name, request.instance_id)
             if key in self.instances:
                 return
-            endpoints = (
-                {
-                    "ray_address": "127.0.0.1:6379",
-                    "dashboard_url": "http://127.0.0.1:8265",
-                    "agent_url": "http://127.0.0.1:8270",
-                }
-                if request.is_head
-                else {}
-            )
+            port = 6379 if request.is_head else 0
             self.instances[key] = CloudInstance(
                 instance_id=request.instance_id,
                 cluster_name=request.cluster_name,
@@ -55,7 +47,9 @@ class FakeCloudProvider:
                 state=CloudState.RUNNING,
                 cloud_instance_id=f"fake-{request.instance_id}",
                 is_head=request.is_head,
-                **endpoints,
+                ray_address=f"127.0.0.1:{port}" if port else "",
+                dashboard_url="http://127.0.0.1:8265" if port else "",
+                agent_url="http://127.0.0.1:8270" if port else "",
             )
 
     def terminate(self, cluster_name: str, instance_id: str) -> None:
