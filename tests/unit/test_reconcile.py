@@ -119,6 +119,12 @@ def demand(cpus: float, count: int) -> RayState:
     return RayState(pending=(ShapeDemand(shape_of({"CPU": cpus}), count),))
 
 
+def world_with_one_running_worker() -> tuple[World, Any]:
+    """A running cluster with one cpu worker that registered with Ray and is not yet idle for long."""
+    world, worker = world_with_one_running_worker()
+    return world, worker
+
+
 def test_first_tick_of_a_new_cluster_launches_its_head():
     world = new_world()
     result = world.tick()
@@ -155,13 +161,7 @@ def test_a_steady_state_tick_makes_no_writes_and_one_list_call():
 
 
 def test_registered_worker_becomes_ray_running_and_idle_one_is_drained_then_terminated():
-    world = running_world()
-    world.ray.state = replace(world.ray.state, pending=demand(2, 1).pending)
-    world.tick()
-    [worker] = world.live_workers()
-    world.ray.state = replace(world.ray.state, pending=())
-    world.ray.register(worker.instance_id, "cpu", idle_s=1, cpus=2)
-    world.tick()
+    world, worker = world_with_one_running_worker()
     assert world.live_workers()[0].status == S.RAY_RUNNING
     world.ray.register(worker.instance_id, "cpu", idle_s=120, cpus=2)
     world.tick()
@@ -172,13 +172,7 @@ def test_registered_worker_becomes_ray_running_and_idle_one_is_drained_then_term
 
 
 def test_a_node_busy_when_its_drain_is_attempted_is_kept():
-    world = running_world()
-    world.ray.state = replace(world.ray.state, pending=demand(2, 1).pending)
-    world.tick()
-    [worker] = world.live_workers()
-    world.ray.state = replace(world.ray.state, pending=())
-    world.ray.register(worker.instance_id, "cpu", idle_s=1, cpus=2)
-    world.tick()  # allocated -> ray_running
+    world, worker = world_with_one_running_worker()
     world.ray.register(worker.instance_id, "cpu", idle_s=120, cpus=2)
     world.ray.refuse_drain = "The node to be idle terminated is no longer idle."
     world.tick()
@@ -188,13 +182,7 @@ def test_a_node_busy_when_its_drain_is_attempted_is_kept():
 
 
 def test_an_unreachable_head_causes_no_scale_down():
-    world = running_world()
-    world.ray.state = replace(world.ray.state, pending=demand(2, 1).pending)
-    world.tick()
-    [worker] = world.live_workers()
-    world.ray.state = replace(world.ray.state, pending=())
-    world.ray.register(worker.instance_id, "cpu", idle_s=1, cpus=2)
-    world.tick()
+    world, worker = world_with_one_running_worker()
     world.ray.register(worker.instance_id, "cpu", idle_s=600, cpus=2)
     world.ray.reachable = False
     for _ in range(5):
