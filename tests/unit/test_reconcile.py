@@ -121,7 +121,13 @@ def demand(cpus: float, count: int) -> RayState:
 
 def world_with_one_running_worker() -> tuple[World, Any]:
     """A running cluster with one cpu worker that registered with Ray and is not yet idle for long."""
-    world, worker = world_with_one_running_worker()
+    world = running_world()
+    world.ray.state = replace(world.ray.state, pending=demand(2, 1).pending)
+    world.tick()
+    [worker] = world.live_workers()
+    world.ray.state = replace(world.ray.state, pending=())
+    world.ray.register(worker.instance_id, "cpu", idle_s=1, cpus=2)
+    world.tick()
     return world, worker
 
 
