@@ -29,7 +29,7 @@ from autoscaler.config import (
     parse_cluster_config,
 )
 
-EXAMPLE_FULL = Path("/work/shared/reference/example-full.yaml")
+EXAMPLE_FULL = Path(__file__).resolve().parents[1] / "data" / "example-full.yaml"
 RAY_AUTOSCALER_DIR = Path(__file__).resolve().parents[2] / ".venv/lib/python3.11/site-packages/ray/autoscaler"
 
 DELETE = object()  # marks a key to remove in `changed`

@@ -15,14 +15,12 @@ from autoscaler.model import InstanceRecord, InstanceStatus, RayState, ShapeDema
 from autoscaler.planner import DEFAULT_LAUNCH_TIMEOUT_S, PlannerConfig, plan, vm_size_price
 from tests.unit.test_planner_support import NOW
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "example-full.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example-full.yaml"
 
 
 def example_document() -> dict[str, Any]:
-    if EXAMPLE.exists():
-        document: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
-        return document
-    pytest.skip("shared/reference/example-full.yaml is not beside this checkout")
+    document: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    return document
 
 
 def with_worker(document: dict[str, Any], name: str, vm_size: str, *, priority: str = "Regular", **fields: Any) -> None:
