@@ -1,7 +1,7 @@
 """The head agent: a small HTTP service beside Ray on the head node, the control plane's only window on Ray.
 
     python -m provisioning.head.agent --gcs-address HOST:PORT --host 127.0.0.1 --port PORT --cluster-name NAME
-        --token-file PATH [--control-plane-url URL] [--poll-interval-s 1.0] [--wake-debounce-s 2.0]
+        --token-file PATH [--control-plane-url URL] [--poll-interval-s 0.25] [--wake-debounce-s 2.0]
 
 (the token may come from the `AGENT_TOKEN` environment variable instead, as systemd passes it). Endpoints
 (DESIGN.md "Head agent"):
@@ -85,7 +85,8 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> AgentConfig
     parser.add_argument("--cluster-name", required=True)
     parser.add_argument("--token-file", help="file holding the cluster token (else env AGENT_TOKEN)")
     parser.add_argument("--control-plane-url", default="", help="base URL for wake-ups; none sent when absent")
-    parser.add_argument("--poll-interval-s", type=float, default=1.0)
+    # Demand is noticed within this period: it bounds how fast scale-up starts (a GCS read is cheap).
+    parser.add_argument("--poll-interval-s", type=float, default=0.25)
     parser.add_argument("--wake-debounce-s", type=float, default=2.0)
     args = parser.parse_args(argv)
     if args.poll_interval_s <= 0 or args.wake_debounce_s < 0:
