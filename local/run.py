@@ -18,6 +18,8 @@ AZURITE_DEFAULT_PORTS = (10000, 10001, 10002)
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    # The Azure SDKs log every HTTP request at INFO: too loud for a console.
+    logging.getLogger("azure").setLevel(logging.WARNING)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
