@@ -232,6 +232,7 @@ class ClusterRecord:
     unavailable: tuple[Unavailability, ...] = ()
     ignored_fields: tuple[str, ...] = ()
     status_reason: str = ""
+    launches_paused_until: datetime | None = None  # the cloud throttled launches (429 Retry-After) until then
     etag: str = ""  # set by the store; an update must carry the etag it read
 
 

@@ -448,7 +448,8 @@ def _act(
     head_cloud: CloudInstance | None,
     ray: RayState | None,
 ) -> None:
-    throttled = False
+    paused_until = tick.cluster.launches_paused_until
+    throttled = paused_until is not None and paused_until > tick.now
     for record in sorted(tick.records.values(), key=lambda r: (not r.is_head, r.created_at)):
         if record.status == S.QUEUED and not throttled:
             throttled = _launch(tick, provider=provider, deps=deps, token=token, record=record, head_cloud=head_cloud)
@@ -499,7 +500,10 @@ def _launch(
     try:
         provider.launch(request)
     except ThrottledError as error:
-        tick.event("throttled", f"launch of {record.node_type} throttled, retry after {error.retry_after_s:.0f} s")
+        # Launches wait for the Retry-After the cloud asked for; the instance stays queued until then.
+        until = tick.now + timedelta(seconds=error.retry_after_s)
+        tick.cluster = replace(tick.cluster, launches_paused_until=until)
+        tick.event("throttled", f"launch of {record.node_type} throttled: launches paused until {until.isoformat()}")
         return True
     except (CapacityError, QuotaError) as error:
         kind = "capacity" if isinstance(error, CapacityError) else "quota"

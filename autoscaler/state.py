@@ -268,6 +268,8 @@ def encode_cluster(record: ClusterRecord) -> Entity:
     put_text(entity, "unavailable", _json([_encode_unavailability(item) for item in record.unavailable]))
     put_text(entity, "ignored_fields", _json(list(record.ignored_fields)))
     put_text(entity, "status_reason", record.status_reason)
+    if record.launches_paused_until is not None:
+        entity["launches_paused_until"] = _to_utc(record.launches_paused_until, "launches_paused_until")
     size_bytes = entity_size_bytes(entity)
     if size_bytes > MAX_ENTITY_BYTES:
         config_bytes = utf16_units(record.config_json) * 2
@@ -293,6 +295,11 @@ def decode_cluster(entity: Mapping[str, object], etag: str) -> ClusterRecord:
         unavailable=tuple(_decode_unavailability(item) for item in _json_list(get_text(entity, "unavailable"))),
         ignored_fields=tuple(str(item) for item in _json_list(get_text(entity, "ignored_fields"))),
         status_reason=get_text(entity, "status_reason"),
+        launches_paused_until=(
+            _from_utc(entity["launches_paused_until"], "launches_paused_until")
+            if entity.get("launches_paused_until") is not None
+            else None
+        ),
         etag=etag,
     )
 

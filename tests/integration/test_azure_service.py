@@ -571,6 +571,11 @@ def test_each_launch_fault_is_answered_as_its_error_table_row_says(harness: Harn
         assert (worker.node_type, worker.status) == (SPOT_TYPE, S.QUEUED)
         assert view.unavailable_node_types == []
         assert harness.vms(SPOT_TYPE) == []
+        if case.fault.retry_after_s:
+            # Launches wait out the Retry-After: the next tick makes no launch call at all.
+            harness.tick()
+            assert harness.vm_puts(worker.instance_id) == case.fault.times
+            harness.clock.now += timedelta(seconds=case.fault.retry_after_s)
         harness.tick()
         (launched,) = harness.nodes(workers_only=True)
         assert (launched.instance_id, launched.status) == (worker.instance_id, S.REQUESTED)

@@ -221,14 +221,17 @@ def test_a_capacity_error_fails_the_launch_and_marks_the_type_unavailable():
     assert unavailable.until == world.now + timedelta(seconds=3600)
 
 
-def test_a_throttled_launch_stays_queued_for_the_next_tick():
+def test_a_throttled_launch_waits_for_retry_after_then_launches():
     world = running_world()
-    world.cloud.launch_errors.append(ThrottledError("429", retry_after_s=10))
+    world.cloud.launch_errors.append(ThrottledError("429", retry_after_s=20))
     world.ray.state = replace(world.ray.state, pending=demand(2, 1).pending)
     world.tick()
     [worker] = world.live_workers()
     assert worker.status == S.QUEUED
-    world.tick()
+    world.tick(advance_s=10)  # still inside Retry-After: no launch call
+    assert world.live_workers()[0].status == S.QUEUED
+    assert world.cloud.calls.count(f"launch cpu {worker.instance_id}") == 1
+    world.tick(advance_s=15)
     assert world.live_workers()[0].status == S.REQUESTED
 
 
