@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -42,6 +42,7 @@ from ray._private import ray_constants
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_OBJECT_STORE_MEMORY_BYTES = 128 * 1024 * 1024  # small: several nodes share this machine's memory
+MAX_UNIX_SOCKET_PATH_BYTES = 107  # sun_path holds 108 bytes, one of them the terminating NUL
 AGENT_READY_TIMEOUT_S = 60.0
 NODE_WATCH_INTERVAL_S = 1.0
 AGENT_STOP_GRACE_S = 5.0
@@ -134,7 +135,9 @@ def _free_loopback_ports(names: Sequence[str]) -> dict[str, int]:
             sock.close()
 
 
-def _ray_params(args: argparse.Namespace, ports: Mapping[str, int]) -> ray._private.parameter.RayParams:
+def _ray_params(
+    args: argparse.Namespace, ports: Mapping[str, int], sockets_dir: Path
+) -> ray._private.parameter.RayParams:
     """Every port Ray opens is given explicitly, on 127.0.0.1, so nothing listens beyond loopback."""
     resources = dict(json.loads(args.resources_json))
     num_cpus = resources.pop("CPU", 0)
@@ -158,6 +161,7 @@ def _ray_params(args: argparse.Namespace, ports: Mapping[str, int]) -> ray._priv
         "min_worker_port": 0,
         "max_worker_port": 0,
         "dashboard_host": LOOPBACK,
+        **_socket_paths(sockets_dir, args.instance_id),
     }
     if memory_bytes is not None:
         params["memory"] = int(memory_bytes)
@@ -176,22 +180,34 @@ def _whole_if_integral(amount: float) -> float | int:
 
 
 def _start_ray_node(args: argparse.Namespace, ports: Mapping[str, int]) -> ray._private.node.Node:
-    """Start the node; one at a time per cluster.
+    """Start the node, concurrently with the cluster's other nodes.
 
-    Nodes of a cluster share one Ray session folder, and Ray names each node's sockets and log files by taking
-    the next free suffix there (raylet.1, raylet.2...): two nodes starting at once would pick the same name.
+    Nodes of a cluster share one Ray session folder, where Ray would name each node's sockets by taking the next
+    free suffix (raylet.1, raylet.2...): two nodes starting at once picked the same socket and one failed. Each
+    node's sockets are therefore named after its instance, so no start waits for another.
     """
-    temp_dir = Path(args.ray_temp_dir)
-    temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with (temp_dir / "node-start.lock").open("a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        return ray._private.node.Node(
-            _ray_params(args, ports),
-            head=args.head,
-            # The launcher stops the node itself on SIGTERM; Ray's reaper covers a launcher killed outright.
-            shutdown_at_exit=False,
-            spawn_reaper=True,
-        )
+    sockets_dir = Path(args.ray_temp_dir) / "sockets"
+    sockets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return ray._private.node.Node(
+        _ray_params(args, ports, sockets_dir),
+        head=args.head,
+        # The launcher stops the node itself on SIGTERM; Ray's reaper covers a launcher killed outright.
+        shutdown_at_exit=False,
+        spawn_reaper=True,
+    )
+
+
+def _socket_paths(sockets_dir: Path, instance_id: str) -> dict[str, str]:
+    """Per-instance socket paths, short whatever the instance id (a unix socket path has at most 107 bytes)."""
+    instance_tag = hashlib.sha256(instance_id.encode()).hexdigest()[:16]
+    paths = {
+        "plasma_store_socket_name": str(sockets_dir / f"{instance_tag}.plasma"),
+        "raylet_socket_name": str(sockets_dir / f"{instance_tag}.raylet"),
+    }
+    too_long = [path for path in paths.values() if len(os.fsencode(path)) > MAX_UNIX_SOCKET_PATH_BYTES]
+    if too_long:
+        raise ValueError(f"unix socket paths longer than {MAX_UNIX_SOCKET_PATH_BYTES} bytes: {too_long}")
+    return paths
 
 
 def _node_endpoints(node: ray._private.node.Node, *, is_head: bool) -> dict[str, Any]:

@@ -276,6 +276,26 @@ print(json.dumps({
 
 
 @pytest.mark.ray
+def test_workers_started_at_once_each_have_their_own_raylet_and_object_store_sockets(
+    local_cluster: LocalCluster,
+) -> None:
+    # The fixture launches its workers together, so they start concurrently and all came up.
+    socket_arguments = re.compile(r"--(raylet_socket_name|store_socket_name)=(\S+)")
+    sockets_by_kind: dict[str, list[str]] = {"raylet_socket_name": [], "store_socket_name": []}
+    for pid in cluster_processes(local_cluster.data_dir, CLUSTER):
+        try:
+            command_line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if Path(f"/proc/{pid}/comm").read_text() == "raylet\n":
+            for kind, path in socket_arguments.findall(command_line):
+                sockets_by_kind[kind].append(path)
+    for paths in sockets_by_kind.values():
+        assert len(paths) == 5  # the head and four workers
+        assert len(set(paths)) == len(paths)
+
+
+@pytest.mark.ray
 def test_every_socket_of_the_cluster_listens_on_loopback_only(local_cluster: LocalCluster) -> None:
     pids = set(cluster_processes(local_cluster.data_dir, CLUSTER))
     # -l: listening TCP and bound UDP sockets; -p: owning processes.
