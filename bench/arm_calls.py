@@ -26,6 +26,7 @@ from autoscaler.config import ClusterConfig, parse_cluster_config
 from autoscaler.model import LaunchRequest
 from provisioning.azure.provider import AzureCloudProvider, AzureSettings
 from tests.support.arm_emulator import ArmEmulator, StaticTestCredential
+from tests.support.provider_contract import launch_request_for
 
 CLUSTER_SIZES = (1, 10, 100)
 RESOURCE_GROUP = "rg-bench"
@@ -77,19 +78,8 @@ def bench_config(cluster_name: str, subscription_id: str) -> ClusterConfig:
 
 
 def launch_request(config: ClusterConfig, instance_id: str, node_type: str) -> LaunchRequest:
-    node = config.available_node_types[node_type]
-    is_head = node_type == config.head_node_type
-    return LaunchRequest(
-        cluster_name=config.cluster_name,
-        instance_id=instance_id,
-        request_id=f"req-{instance_id}",
-        node_type=node_type,
-        is_head=is_head,
-        resources=node.resources,
-        node_config=node.node_config,
-        cluster_token=secrets.token_urlsafe(32),
-        config_hash=config.config_hash(),
-        head_address="" if is_head else "10.100.0.4:6379",
+    return launch_request_for(
+        config, instance_id, node_type, cluster_token=secrets.token_urlsafe(32), head_address="10.100.0.4:6379"
     )
 
 

@@ -29,7 +29,7 @@ from provisioning.cloud import (
     TransientError,
 )
 from tests.support.arm_emulator import ArmEmulator, Fault, FaultKind, iter_allow_rules
-from tests.support.provider_contract import CONTRACT_CHECKS
+from tests.support.provider_contract import CONTRACT_CHECKS, launch_request_for
 
 RESOURCE_GROUP = "rg-ray"
 HEAD_TYPE = "ray.head.default"
@@ -117,19 +117,12 @@ def make_request(
     node_type: str = HEAD_TYPE,
     availability_zone: str = "",
 ) -> LaunchRequest:
-    is_head = node_type == config.head_node_type
-    node = config.available_node_types[node_type]
-    return LaunchRequest(
-        cluster_name=config.cluster_name,
-        instance_id=instance_id,
-        request_id=f"req-{instance_id}",
-        node_type=node_type,
-        is_head=is_head,
-        resources=node.resources,
-        node_config=node.node_config,
+    return launch_request_for(
+        config,
+        instance_id,
+        node_type,
         cluster_token="secret-cluster-token",
-        config_hash=config.config_hash(),
-        head_address="" if is_head else "10.100.0.4:6379",
+        head_address="10.100.0.4:6379",
         control_plane_url="https://control.example",
         availability_zone=availability_zone,
     )

@@ -40,10 +40,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from autoscaler.config import ClusterConfig, parse_cluster_config
-from autoscaler.model import LaunchRequest
 from provisioning.azure.network import MANAGED_BY
 from provisioning.azure.provider import AzureCloudProvider, AzureSettings
 from tests.support.arm_emulator import ArmEmulator, Fault, FaultKind
+from tests.support.provider_contract import launch_request_for
 
 ROLES_DIR = Path(__file__).resolve().parents[2] / "infra" / "roles"
 CLUSTERS_ROLE_FILE = ROLES_DIR / "autoscaler-actions.json"
@@ -310,20 +310,9 @@ def make_config(subscription_id: str, cluster_name: str, **provider: Any) -> Clu
 
 
 def launch(provider: AzureCloudProvider, config: ClusterConfig, instance_id: str, node_type: str) -> None:
-    node = config.available_node_types[node_type]
-    is_head = node_type == config.head_node_type
     provider.launch(
-        LaunchRequest(
-            cluster_name=config.cluster_name,
-            instance_id=instance_id,
-            request_id=f"req-{instance_id}",
-            node_type=node_type,
-            is_head=is_head,
-            resources=node.resources,
-            node_config=node.node_config,
-            cluster_token="role-test-token",
-            config_hash=config.config_hash(),
-            head_address="" if is_head else "10.0.0.4:6379",
+        launch_request_for(
+            config, instance_id, node_type, cluster_token="role-test-token", head_address="10.0.0.4:6379"
         )
     )
 

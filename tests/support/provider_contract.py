@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from autoscaler.config import ClusterConfig
 from autoscaler.model import CloudInstance, CloudState, LaunchRequest
 from provisioning.cloud import CloudProvider
 
@@ -150,3 +151,32 @@ CONTRACT_CHECKS: tuple[Callable[[ProviderHarness], None], ...] = (
     check_unknown_cluster_lists_nothing,
     check_destroy_twice_completes_without_error,
 )
+
+
+def launch_request_for(
+    config: ClusterConfig,
+    instance_id: str,
+    node_type: str,
+    *,
+    cluster_token: str,
+    head_address: str,
+    control_plane_url: str = "",
+    availability_zone: str = "",
+) -> LaunchRequest:
+    """A LaunchRequest for one node type of `config`, as the reconcile shell builds it (tests and benchmarks)."""
+    is_head = node_type == config.head_node_type
+    node = config.available_node_types[node_type]
+    return LaunchRequest(
+        cluster_name=config.cluster_name,
+        instance_id=instance_id,
+        request_id=f"req-{instance_id}",
+        node_type=node_type,
+        is_head=is_head,
+        resources=node.resources,
+        node_config=node.node_config,
+        cluster_token=cluster_token,
+        config_hash=config.config_hash(),
+        head_address="" if is_head else head_address,
+        control_plane_url=control_plane_url,
+        availability_zone=availability_zone,
+    )
