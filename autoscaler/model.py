@@ -1,8 +1,8 @@
 """Domain values shared by the planner, the reconcile shell, the state store and the providers.
 
 Everything here is a plain value: frozen dataclasses, enums, no I/O and no clock.
-Resource shapes are kept as sorted tuples of (name, amount) so they hash and compare, and demand
-is always "shape x count", never one dict per bundle.
+Resource shapes (Shape, shape_of, format_shape, GangStrategy) are defined in autoscaler/shapes.py and re-exported
+here: demand is always "shape x count", never one dict per bundle.
 """
 
 from __future__ import annotations
@@ -12,28 +12,37 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-# --------------------------------------------------------------------------------------------
-# Resource shapes
-# --------------------------------------------------------------------------------------------
+# The shape helpers live in autoscaler/shapes.py (stdlib only, Python 3.10) because the head agent ships them to the VM;
+# they are re-exported here so every caller keeps importing them from the model.
+from autoscaler.shapes import GangStrategy, Shape, format_shape, shape_dict, shape_of
 
-Shape = tuple[tuple[str, float], ...]
-"""A resource shape, e.g. (("CPU", 1.0), ("GPU", 1.0)): sorted by name, zero amounts dropped."""
-
-
-def shape_of(resources: Mapping[str, float]) -> Shape:
-    """The canonical shape of a resource dict (sorted, zero amounts dropped)."""
-    return tuple(sorted((name, float(amount)) for name, amount in resources.items() if amount))
-
-
-def shape_dict(shape: Shape) -> dict[str, float]:
-    return dict(shape)
-
-
-def format_shape(shape: Shape) -> str:
-    """`{CPU: 1, GPU: 1}`: how shapes appear in reasons and status lines."""
-    inner = ", ".join(f"{name}: {amount:g}" for name, amount in shape)
-    return "{" + inner + "}"
-
+# Listing the re-exported shape names here is what makes them part of this module's interface (mypy --strict).
+__all__ = [
+    "CloudInstance",
+    "CloudState",
+    "ClusterRecord",
+    "ClusterStatus",
+    "Event",
+    "GangDemand",
+    "GangStrategy",
+    "HeadInfo",
+    "Infeasible",
+    "InstanceRecord",
+    "InstanceStatus",
+    "Launch",
+    "LaunchRequest",
+    "RayNode",
+    "RayNodeStatus",
+    "RayState",
+    "ScalingPlan",
+    "Shape",
+    "ShapeDemand",
+    "Termination",
+    "Unavailability",
+    "format_shape",
+    "shape_dict",
+    "shape_of",
+]
 
 # --------------------------------------------------------------------------------------------
 # Statuses
@@ -162,13 +171,6 @@ class ShapeDemand:
 
     shape: Shape
     count: int
-
-
-class GangStrategy(enum.StrEnum):
-    PACK = "PACK"
-    SPREAD = "SPREAD"
-    STRICT_PACK = "STRICT_PACK"
-    STRICT_SPREAD = "STRICT_SPREAD"
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from autoscaler.model import GangStrategy, Shape, shape_of
+from autoscaler.shapes import GangStrategy, Shape, shape_of
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from autoscaler.model import Shape, format_shape, shape_of
+from autoscaler.shapes import Shape, format_shape, shape_of
 from provisioning.head.agent_gcs import GcsUnavailableError
 
 logger = logging.getLogger(__name__)
