@@ -6,7 +6,11 @@
 (the token may come from the `AGENT_TOKEN` environment variable instead, as systemd passes it). Endpoints
 (DESIGN.md "Head agent"):
 - `GET /v1/healthz`: no auth; answers as soon as the agent listens, whether or not the GCS is reachable.
-- `GET /v1/state`: Ray's demand and nodes, from the GCS autoscaler state (JSON: see agent_gcs.py).
+- `GET /v1/state`: Ray's demand and nodes, from the GCS autoscaler state (JSON: see agent_gcs.py), plus
+  `"boot_phases"`: the last boot phase each VM reported (agent_boot.py). 503 while the GCS cannot be read.
+- `POST /v1/boot-phase` `{"instance_id", "phase": "cloud_init_running" | "ray_started" | "boot_failed", "detail"}`:
+  a VM's boot script reporting how far it got -> `{"instance_id", "phase", "at", "detail"}`; answered with or
+  without Ray.
 - `POST /v1/drain` `{"ray_node_id", "reason": "idle" | "preemption", "message"}`: GCS DrainNode ->
   `{"accepted", "rejection_reason"}`; an idle drain of a busy node is refused; an unknown node is 404.
 `/v1/*` other than healthz needs `Authorization: Bearer <cluster token>`: missing -> 401, wrong -> 403.
@@ -15,9 +19,11 @@ Errors are `application/problem+json`.
 With `--control-plane-url`, a watcher thread posts debounced wake-ups to `{url}/api/clusters/{name}/reconcile`
 when demand appears or grows or a node dies (agent_wakeup.py).
 
-The token module is imported from `autoscaler.tokens` (stdlib only): the whole repository package is shipped to the
-head, so the agent shares the one constant-time comparison instead of keeping a copy. Ray itself is imported only
-after the token is in the environment, because Ray reads `RAY_AUTH_MODE` / `RAY_AUTH_TOKEN` when its client starts.
+The agent runs on the head image's python3 (3.10 on Ubuntu 22.04) or Ray's venv Python, with only the files
+cloud_init.agent_source_files() finds by walking its imports: `autoscaler.tokens` (the one constant-time comparison)
+and `autoscaler.shapes` are shared with the control plane; nothing here may need Python 3.11 or a package beyond the
+standard library. Ray itself is imported only after the token is in the environment, because Ray reads
+`RAY_AUTH_MODE` / `RAY_AUTH_TOKEN` when its client starts, and the agent serves even while Ray cannot be imported.
 """
 
 from __future__ import annotations
@@ -38,13 +44,12 @@ from types import FrameType
 from typing import Any
 
 from autoscaler.tokens import bearer_token, tokens_match
+from provisioning.head.agent_boot import BootPhaseBook, BootPhaseRefusedError, checked_report
 from provisioning.head.agent_gcs import (
     DRAIN_REASONS,
     GcsUnavailableError,
     RayGcs,
-    RayUnavailableError,
     is_ray_node_id,
-    load_ray_api,
 )
 from provisioning.head.agent_wakeup import ControlPlaneWakeUp, DemandWatcher
 
@@ -53,7 +58,6 @@ logger = logging.getLogger("provisioning.head.agent")
 MAX_BODY_BYTES = 64 * 1024
 MAX_DRAIN_MESSAGE_CHARS = 1024
 EXIT_USAGE = 2
-EXIT_RAY_UNAVAILABLE = 3
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,10 +139,11 @@ def enable_ray_token_auth(token: str, environ: MutableMapping[str, str]) -> None
 class AgentHttpServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], gcs: RayGcs, token: str) -> None:
+    def __init__(self, address: tuple[str, int], gcs: RayGcs, token: str, boot_phases: BootPhaseBook) -> None:
         super().__init__(address, AgentRequestHandler)
         self.gcs = gcs
         self.token = token
+        self.boot_phases = boot_phases
 
 
 class ProblemError(Exception):
@@ -160,7 +165,7 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
         self._dispatch({"/v1/healthz": self._healthz, "/v1/state": self._state})
 
     def do_POST(self) -> None:
-        self._dispatch({"/v1/drain": self._drain})
+        self._dispatch({"/v1/drain": self._drain, "/v1/boot-phase": self._boot_phase})
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
@@ -172,7 +177,7 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
         try:
             route = routes.get(path)
             if route is None:
-                known_elsewhere = path in {"/v1/healthz", "/v1/state", "/v1/drain"}
+                known_elsewhere = path in {"/v1/healthz", "/v1/state", "/v1/drain", "/v1/boot-phase"}
                 raise ProblemError(
                     HTTPStatus.METHOD_NOT_ALLOWED if known_elsewhere else HTTPStatus.NOT_FOUND,
                     f"{self.command} {path} is not served here",
@@ -233,9 +238,19 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
 
     def _state(self) -> tuple[HTTPStatus, object]:
         try:
-            return HTTPStatus.OK, self.server.gcs.read_state_payload()
+            payload = self.server.gcs.read_state_payload()
         except GcsUnavailableError as error:
             raise ProblemError(HTTPStatus.SERVICE_UNAVAILABLE, str(error)) from error
+        return HTTPStatus.OK, {**payload, "boot_phases": self.server.boot_phases.snapshot()}
+
+    def _boot_phase(self) -> tuple[HTTPStatus, object]:
+        try:
+            instance_id, phase, detail = checked_report(self._json_body())
+        except BootPhaseRefusedError as error:
+            raise ProblemError(HTTPStatus.BAD_REQUEST, str(error), error.field_name) from error
+        report = self.server.boot_phases.record(instance_id, phase, detail)
+        logger.info("boot phase of %s: %s %r", instance_id, phase, detail)
+        return HTTPStatus.OK, {"instance_id": instance_id, **report.as_json()}
 
     def _drain(self) -> tuple[HTTPStatus, object]:
         ray_node_id, reason, message = self._drain_request()
@@ -298,19 +313,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"head agent: {error}", file=sys.stderr)
         return EXIT_USAGE
+    # Before Ray is imported (by the GCS connecting thread): Ray reads its auth settings when it first initializes.
     enable_ray_token_auth(config.token, os.environ)
-    try:
-        ray_api = load_ray_api()
-    except RayUnavailableError as error:
-        print(f"head agent: cannot start: {error}", file=sys.stderr)
-        return EXIT_RAY_UNAVAILABLE
-    return serve(config, RayGcs(ray_api, config.gcs_address, config.cluster_name))
+    return serve(config, RayGcs(config.gcs_address, config.cluster_name))
 
 
 def serve(config: AgentConfig, gcs: RayGcs) -> int:
     stop = threading.Event()
     try:
-        server = AgentHttpServer((config.host, config.port), gcs, config.token)
+        server = AgentHttpServer((config.host, config.port), gcs, config.token, BootPhaseBook())
     except OSError as error:
         print(f"head agent: cannot listen on {config.host}:{config.port}: {error.strerror}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,9 +1,10 @@
 """The head agent's window on Ray: the GCS autoscaler state, translated to the agent's JSON, and DrainNode.
 
-Ray is imported here at run time only (`load_ray_api`), after the agent has put its token in the environment:
-Ray reads `RAY_AUTH_MODE` / `RAY_AUTH_TOKEN` when its client first initializes, and the agent must also start
-(and answer `/v1/healthz`) on a machine where Ray is still starting. Ray ships no type stubs for `_raylet`, so
-the objects it returns are handled as `Any` and checked where they are read.
+Ray is imported here at run time only (`load_ray_api`, from the GCS connecting thread), after the agent has put its
+token in the environment: Ray reads `RAY_AUTH_MODE` / `RAY_AUTH_TOKEN` when its client first initializes, and the
+agent must start and answer (`/v1/healthz`, boot-phase reports, 503 for Ray's state) on a machine where Ray is still
+starting or not importable by this Python at all. Ray ships no type stubs for `_raylet`, so the objects it returns are
+handled as `Any` and checked where they are read.
 
 The JSON built by `cluster_state_payload` is the wire contract of `GET /v1/state` (DESIGN.md "Head agent"),
 read back by `autoscaler.ray_state.parse_state`:
@@ -17,6 +18,9 @@ read back by `autoscaler.ray_state.parse_state`:
      "gangs": [{"strategy": "PACK" | "SPREAD" | "STRICT_PACK" | "STRICT_SPREAD",
                 "bundles": [{name: amount}], "count": int}],
      "constraints": [{"shape": {name: amount}, "count": int}]}
+
+to which agent.py adds `"boot_phases": {instance_id: {"phase": str, "at": ISO 8601 UTC, "detail": str}}`
+(agent_boot.py).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import importlib
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +45,8 @@ RAY_NODE_ID_HEX_LENGTH = 56  # a NodeID is 28 bytes
 
 GCS_CALL_TIMEOUT_S = 5.0
 GCS_CONNECT_RETRY_S = 1.0
+# Ray missing is not fixed within a second (someone installs it): retrying the import less often keeps the log quiet.
+RAY_IMPORT_RETRY_S = 10.0
 
 # Ray's NodeStatus names -> the agent's statuses. UNSPECIFIED is a node still registering: calling it "running"
 # keeps it from looking idle (and so from being scaled down) before Ray has said anything about it.
@@ -106,17 +112,19 @@ def load_ray_api() -> RayApi:
 class RayGcs:
     """One GCS client, shared by the HTTP threads and the wake-up watcher.
 
-    Constructing Ray's GcsClient blocks (about 40 s) while the GCS is down, so the client is built by a background
-    thread that retries until it succeeds; until then every call raises `GcsUnavailableError` at once instead of
-    hanging an HTTP request. Calls are serialized by a lock: the agent makes about one a second, and it spares us
-    relying on the thread safety of Ray's internal client.
+    Importing Ray and constructing its GcsClient (which blocks about 40 s while the GCS is down) happen in a
+    background thread that retries until both succeed; until then every call raises `GcsUnavailableError` at once,
+    saying what is missing, instead of hanging an HTTP request or stopping the agent. Calls are serialized by a lock:
+    the agent makes a few a second, and it spares us relying on the thread safety of Ray's internal client.
     """
 
-    def __init__(self, ray_api: RayApi, gcs_address: str, cluster_name: str) -> None:
-        self._ray_api = ray_api
+    def __init__(self, gcs_address: str, cluster_name: str, load_api: Callable[[], RayApi] = load_ray_api) -> None:
         self._gcs_address = gcs_address
         self._cluster_name = cluster_name
+        self._load_api = load_api
+        self._ray_api: RayApi | None = None
         self._client: Any = None
+        self._not_connected_reason = "not tried yet"
         self._connected = threading.Event()
         self._call_lock = threading.Lock()
 
@@ -130,7 +138,8 @@ class RayGcs:
 
     def read_state_payload(self) -> dict[str, object]:
         """The agent's `/v1/state` JSON, read from the GCS now."""
-        return cluster_state_payload(self._read_cluster_state(), self._cluster_name, self._ray_api.node_status_name)
+        ray_api, _ = self._connected_client()
+        return cluster_state_payload(self._read_cluster_state(), self._cluster_name, ray_api.node_status_name)
 
     def ray_node_ids(self) -> set[str]:
         """Every node the GCS knows, dead ones included, as hex ids."""
@@ -138,8 +147,8 @@ class RayGcs:
 
     def drain(self, ray_node_id: str, reason: str, message: str) -> tuple[bool, str]:
         """GCS DrainNode, no deadline. `(accepted, rejection_reason)`; an idle drain of a busy node is refused."""
-        reason_value = self._ray_api.drain_reason_values[reason]
-        client = self._connected_client()
+        ray_api, client = self._connected_client()
+        reason_value = ray_api.drain_reason_values[reason]
         try:
             with self._call_lock:
                 accepted, rejection_reason = client.drain_node(
@@ -150,35 +159,55 @@ class RayGcs:
         return bool(accepted), str(rejection_reason)
 
     def _read_cluster_state(self) -> Any:
-        client = self._connected_client()
+        ray_api, client = self._connected_client()
         try:
             with self._call_lock:
-                return self._ray_api.read_cluster_state(client)
+                return ray_api.read_cluster_state(client)
         except Exception as error:  # Ray raises RpcError, AuthenticationError, GetTimeoutError...
             raise GcsUnavailableError(f"reading the GCS autoscaler state failed: {error}") from error
 
-    def _connected_client(self) -> Any:
-        if not self._connected.is_set():
-            raise GcsUnavailableError(f"not connected to the GCS at {self._gcs_address} yet")
-        return self._client
+    def _connected_client(self) -> tuple[RayApi, Any]:
+        ray_api = self._ray_api
+        if ray_api is None or not self._connected.is_set():
+            raise GcsUnavailableError(
+                f"not connected to the GCS at {self._gcs_address} yet: {self._not_connected_reason}"
+            )
+        return ray_api, self._client
 
     def _connect_until_done(self, stop: threading.Event) -> None:
+        ray_api = self._import_ray_until_done(stop)
+        if ray_api is None:
+            return
         last_failure = ""
         while not stop.is_set():
             try:
-                client = self._ray_api.gcs_client_class(address=self._gcs_address)
+                client = ray_api.gcs_client_class(address=self._gcs_address)
                 # Construction succeeds before the token is checked: one real call proves the token is accepted.
-                self._ray_api.read_cluster_state(client)
+                ray_api.read_cluster_state(client)
             except Exception as error:
+                self._not_connected_reason = str(error)
                 if str(error) != last_failure:  # once per distinct failure, not once a second
                     logger.warning("cannot use the GCS at %s yet: %s", self._gcs_address, error)
                     last_failure = str(error)
                 stop.wait(GCS_CONNECT_RETRY_S)
                 continue
-            self._client = client
+            self._ray_api, self._client = ray_api, client
             self._connected.set()
             logger.info("connected to the GCS at %s", self._gcs_address)
             return
+
+    def _import_ray_until_done(self, stop: threading.Event) -> RayApi | None:
+        """Ray's API once it imports; None when stopped first. The agent keeps serving meanwhile."""
+        while not stop.is_set():
+            try:
+                return self._load_api()
+            except RayUnavailableError as error:
+                if str(error) != self._not_connected_reason:
+                    logger.warning("cannot read Ray's state: %s (retrying every %.0f s)", error, RAY_IMPORT_RETRY_S)
+                self._not_connected_reason = str(error)
+            stop.wait(RAY_IMPORT_RETRY_S)
+            importlib.invalidate_caches()  # a Ray installed meanwhile is only found with fresh path caches
+        return None
 
 
 # --------------------------------------------------------------------------------------------

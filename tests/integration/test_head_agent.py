@@ -169,13 +169,20 @@ class AgentProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_agent(tmp_path: Path, gcs_address: str, extra_args: list[str], token: str = TOKEN) -> AgentProcess:
+def start_agent(
+    tmp_path: Path,
+    gcs_address: str,
+    extra_args: list[str],
+    token: str = TOKEN,
+    extra_env: dict[str, str] | None = None,
+) -> AgentProcess:
     token_file = tmp_path / "cluster-token"
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
     log_path = tmp_path / "agent.log"
     # The agent must put the token in Ray's environment itself: none of Ray's auth variables reach it from here.
     env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_AUTH")}
+    env.update(extra_env or {})
     command = [sys.executable, "-m", "provisioning.head.agent", "--gcs-address", gcs_address]
     command += ["--host", "127.0.0.1", "--port", "0", "--cluster-name", CLUSTER_NAME, "--token-file", str(token_file)]
     with log_path.open("w") as log_file:
@@ -552,15 +559,33 @@ def test_agent_without_a_token_exits_non_zero_with_a_clear_message() -> None:
     assert "no cluster token" in finished.stderr
 
 
-def test_agent_without_ray_exits_non_zero_with_a_clear_message(tmp_path: Path) -> None:
-    # A `ray` package with nothing in it, ahead of the real one on the path: Ray "not installed".
-    (tmp_path / "ray").mkdir()
-    (tmp_path / "ray" / "__init__.py").write_text("")
-    finished = run_agent_until_it_exits(
-        {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}", "AGENT_TOKEN": TOKEN}
+@pytest.fixture(scope="module")
+def agent_without_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    """An agent whose Python cannot import Ray: a `ray` package with nothing in it is ahead of the real one."""
+    empty_ray = tmp_path_factory.mktemp("no-ray")
+    (empty_ray / "ray").mkdir()
+    (empty_ray / "ray" / "__init__.py").write_text("")
+    started = start_agent(
+        tmp_path_factory.mktemp("agent-without-ray"),
+        f"127.0.0.1:{free_loopback_port()}",
+        [],
+        extra_env={"PYTHONPATH": f"{empty_ray}{os.pathsep}{REPO_ROOT}"},
     )
-    assert finished.returncode != 0
-    assert "Ray is not installed" in finished.stderr
+    try:
+        yield started
+    finally:
+        stop_agent(started)
+
+
+def test_agent_without_ray_still_serves_and_answers_state_503_saying_ray_is_missing(
+    agent_without_ray: AgentProcess,
+) -> None:
+    assert requests.get(f"{agent_without_ray.url}/v1/healthz", timeout=5).status_code == 200
+    response = requests.get(
+        f"{agent_without_ray.url}/v1/state", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+    )
+    assert response.status_code == 503
+    assert "Ray is not installed" in response.json()["detail"]
 
 
 # --------------------------------------------------------------------------------------------
