@@ -78,6 +78,16 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
     ErrorRule("PublicIPAddressCannotBeDeleted", TransientError, 0.0, "public IP still attached to a NIC"),
     # A referenced resource (e.g. the subnet being created) is not there yet: the next tick retries.
     ErrorRule("InvalidResourceReference", TransientError, 0.0, "a referenced resource does not exist yet"),
+    # Azure's network provider refuses a reference to a resource that is still Updating (an NSG named by a subnet
+    # of a VNet being written, a VNet named by a peering or a NIC): it succeeds once that operation ends.
+    ErrorRule("ReferencedResourceNotProvisioned", TransientError, 0.0, "a referenced resource is still updating"),
+    # Network writes that Azure cancels or asks to retry while it reconciles the same resource.
+    ErrorRule("RetryableError", TransientError, 0.0, "Azure asks to retry"),
+    ErrorRule("CanceledAndSupersededDueToAnotherOperation", TransientError, 0.0, "superseded by another write"),
+    # A subnet, NIC or image in another resource group needs join/read rights there (docs/deploy.md): a
+    # configuration problem that retrying cannot fix.
+    ErrorRule("LinkedAuthorizationFailed", InvalidRequestError, 0.0, "the app's identity lacks a right on a linked "
+              "resource (subnet or image in another resource group: see docs/deploy.md)"),
     # Any other OperationNotAllowed (e.g. "VM is being deleted") passes once the other operation ends.
     ErrorRule("OperationNotAllowed", TransientError, 0.0, "operation not allowed in the current state"),
     ErrorRule("ResourceNotFound", NotFoundError, 0.0, "resource not found"),
@@ -95,7 +105,14 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
 )
 # fmt: on
 
-_LOCKED_CODES = {"retryableerrorduetoanotheroperation", "anotheroperationinprogress"}
+# 429s that mean "this resource is busy", not "you are over your request budget": retried on the next tick
+# without pausing every launch of the cluster.
+_LOCKED_CODES = {
+    "retryableerrorduetoanotheroperation",
+    "anotheroperationinprogress",
+    "retryableerror",
+    "canceledandsupersededduetoanotheroperation",
+}
 
 
 def _find_rule(code: str, message: str) -> ErrorRule | None:

@@ -7,6 +7,8 @@ otherwise pick random ports for the node manager, agents and metrics, and only "
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +57,16 @@ DENY_ALL_PRIORITY = 4096
 
 def network_tags(cluster_name: str) -> dict[str, str]:
     return {TAG_CLUSTER: cluster_name, TAG_MANAGED_BY: MANAGED_BY}
+
+
+def is_ours(resource: Mapping[str, Any], cluster_name: str, resource_group: str) -> bool:
+    """Whether an ARM resource (as JSON) belongs to the cluster: by its tags, and in the clusters' resource group.
+    Ownership is never decided by names."""
+    tags = resource.get("tags") or {}
+    if tags.get(TAG_CLUSTER) != cluster_name or tags.get(TAG_MANAGED_BY) != MANAGED_BY:
+        return False
+    segments = str(resource.get("id", "")).split("/")
+    return len(segments) > 4 and segments[4].lower() == resource_group.lower()
 
 
 def vnet_name(cluster_name: str) -> str:
@@ -112,14 +124,37 @@ class SubnetReference:
         )
 
 
-def address_space(cluster_name: str) -> tuple[str, str]:
-    """(VNet range, nodes subnet range) for the cluster: 10.<100..199>.0.0/16, derived from the name.
+# Cluster VNets take one /16 each out of 10.0.0.0/8 (256 ranges), whatever the user's or the app's own ranges leave
+# free. Address space is only private to the VNet and its peers, so the ranges to avoid are the app VNet's own and
+# every range already peered with it (Azure refuses a peering whose range overlaps one of them:
+# VnetAddressSpaceOverlapsWithAlreadyPeeredVnet).
+CLUSTER_RANGE_POOL = ipaddress.IPv4Network("10.0.0.0/8")
+CLUSTER_RANGE_PREFIX_LENGTH = 16
 
-    Each cluster gets its own range so several clusters can be peered with the function app's network; a
-    collision of two names on the same octet is possible and then shows up as a peering error, not silently.
-    """
-    octet = 100 + int.from_bytes(hashlib.sha256(cluster_name.encode()).digest()[:2], "big") % 100
-    return f"10.{octet}.0.0/16", f"10.{octet}.0.0/17"
+
+def address_space(cluster_name: str, taken: Iterable[str] = ()) -> tuple[str, str]:
+    """(VNet range, nodes subnet range) for a new cluster VNet: the first free /16 of 10.0.0.0/8, starting at a
+    point derived from the name (so clusters spread out and a retried creation picks the same range while nothing
+    else changed), skipping every range in `taken` (CIDRs). Raises ValueError when all 256 are taken."""
+    taken_networks = [ipaddress.ip_network(cidr, strict=False) for cidr in taken]
+    candidates = list(CLUSTER_RANGE_POOL.subnets(new_prefix=CLUSTER_RANGE_PREFIX_LENGTH))
+    start = int.from_bytes(hashlib.sha256(cluster_name.encode()).digest()[:2], "big") % len(candidates)
+    for offset in range(len(candidates)):
+        candidate = candidates[(start + offset) % len(candidates)]
+        if not any(candidate.overlaps(other) for other in taken_networks if other.version == candidate.version):
+            subnet = next(candidate.subnets(prefixlen_diff=1))
+            return str(candidate), str(subnet)
+    raise ValueError(f"every /{CLUSTER_RANGE_PREFIX_LENGTH} of {CLUSTER_RANGE_POOL} is taken by a peered network")
+
+
+def overlaps_any(cidrs: Iterable[str], taken: Iterable[str]) -> bool:
+    """Whether any of `cidrs` overlaps any of `taken` (both CIDR strings)."""
+    taken_networks = [ipaddress.ip_network(cidr, strict=False) for cidr in taken]
+    for cidr in cidrs:
+        network = ipaddress.ip_network(cidr, strict=False)
+        if any(network.version == other.version and network.overlaps(other) for other in taken_networks):
+            return True
+    return False
 
 
 def security_rules(

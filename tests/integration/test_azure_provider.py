@@ -6,7 +6,7 @@ import base64
 import gzip
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -106,6 +106,7 @@ def make_provider(arm: ArmEmulator, config: ClusterConfig, function_subnet_id: s
         retry_backoff_factor_s=0.01,
         retry_backoff_max_s=0.05,
         delete_retry_backoff_s=0.01,
+        network_poll_interval_s=0.02,
     )
     return AzureCloudProvider(config, arm.credential(), settings)
 
@@ -379,7 +380,7 @@ def test_custom_data_is_base64_gzip_of_the_cloud_config(arm: ArmEmulator) -> Non
     provider = make_provider(arm, config)
     request = make_request(config, "worker0001", node_type=SPOT_TYPE)
 
-    body = provider._vm_body(request, provider._arm_parameters(request), "vm", provider.nodes_subnet_id())
+    body = provider.template.body(request, "vm", provider.nodes_subnet_id())
 
     text = gzip.decompress(base64.b64decode(body["properties"]["osProfile"]["customData"])).decode()
     assert text.startswith("#cloud-config\n")
@@ -572,6 +573,69 @@ def test_failed_vm_instance_view_is_read_once_then_remembered(arm: ArmEmulator) 
     assert again == {"head0001": "", "worker0001": "AllocationFailed"}
 
 
+# Azure's network provider refuses a write that references a resource still Updating, or that touches a resource
+# busy with another operation; these must never fail a cluster: the launch fails as transient and the next one
+# carries on from what ARM shows.
+NETWORK_REFUSALS = [
+    ("nsg-busy", r"/networkSecurityGroups/[^/]+$", 409, "AnotherOperationInProgress"),
+    ("vnet-references-updating-nsg", r"/virtualNetworks/[^/]+$", 400, "ReferencedResourceNotProvisioned"),
+    ("vnet-retryable", r"/virtualNetworks/[^/]+$", 429, "RetryableError"),
+    ("peering-superseded", r"/virtualNetworkPeerings/[^/]+$", 409, "CanceledAndSupersededDueToAnotherOperation"),
+    ("peering-references-updating-vnet", r"/virtualNetworkPeerings/[^/]+$", 400, "ReferencedResourceNotProvisioned"),
+    ("vm-references-updating-subnet", VM_PUT, 400, "ReferencedResourceNotProvisioned"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path_pattern", "status", "code"),
+    [case[1:] for case in NETWORK_REFUSALS],
+    ids=[case[0] for case in NETWORK_REFUSALS],
+)
+def test_a_network_refusal_fails_the_launch_as_transient_and_the_next_launch_completes(
+    arm: ArmEmulator, function_subnet_id: str, path_pattern: str, status: int, code: str
+) -> None:
+    config = make_config(arm)
+    request = make_request(config, "head0001")
+    # A 429 is retried by the SDK (2 retries) before it reaches the provider; other statuses are not.
+    arm.inject(Fault("PUT", path_pattern, status=status, code=code, times=3 if status == 429 else 1))
+
+    with pytest.raises(TransientError, match=code):
+        make_provider(arm, config, function_subnet_id).launch(request)
+    make_provider(arm, config, function_subnet_id).launch(request)  # the next tick, maybe in another process
+
+    assert [instance.instance_id for instance in make_provider(arm, config).list_instances("demo")] == ["head0001"]
+    assert [state for _, _, state in peering_summary(arm, app_vnet_id(arm))] == ["Connected"]
+
+
+def test_network_writes_are_awaited_one_after_the_other_within_one_launch(
+    arm: ArmEmulator, function_subnet_id: str
+) -> None:
+    config = make_config(arm)
+    arm.inject(Fault("PUT", r"/networkSecurityGroups/[^/]+$", kind=FaultKind.SLOW, observations=3))
+    arm.inject(Fault("PUT", r"/virtualNetworks/[^/]+$", kind=FaultKind.SLOW, observations=3))
+
+    make_provider(arm, config, function_subnet_id).launch(make_request(config, "head0001"))
+
+    assert not arm.pending_faults()
+    assert [vm["name"] for vm in arm.resources(VM_TYPE)] == [vm_name_for("demo", "head0001")]
+
+
+def test_a_network_still_updating_past_the_bound_fails_the_launch_as_transient(
+    arm: ArmEmulator, function_subnet_id: str
+) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config, function_subnet_id)
+    provider.settings = provider.clients.settings = replace(provider.settings, network_wait_s=0.1)
+    arm.inject(Fault("PUT", r"/virtualNetworks/[^/]+$", kind=FaultKind.SLOW, observations=1000))
+    started = time.monotonic()
+
+    with pytest.raises(TransientError, match="still"):
+        provider.launch(make_request(config, "head0001"))
+
+    assert time.monotonic() - started < 2
+    assert arm.resources(VM_TYPE) == []
+
+
 def test_slow_creation_is_listed_pending_until_it_completes(arm: ArmEmulator) -> None:
     config = make_config(arm)
     provider = make_provider(arm, config)
@@ -669,7 +733,7 @@ def test_a_disconnected_peering_is_deleted_and_both_sides_created_again(
 ) -> None:
     config = make_config(arm)
     make_provider(arm, config, function_subnet_id).ensure_network()
-    network_client = make_provider(arm, config, function_subnet_id).network
+    network_client = make_provider(arm, config, function_subnet_id).clients.network
     network_client.virtual_network_peerings.begin_delete(
         APP_RESOURCE_GROUP, APP_VNET, "app-to-ray-demo", polling=False
     )  # someone removes the app side
@@ -683,18 +747,47 @@ def test_a_disconnected_peering_is_deleted_and_both_sides_created_again(
     assert peering_summary(arm, app_vnet_id(arm)) == [("app-to-ray-demo", cluster_vnet_id(arm), "Connected")]
 
 
-def test_two_clusters_on_the_same_range_cannot_both_peer_with_the_app(
+def test_a_cluster_whose_name_hashes_to_a_peered_range_takes_the_next_free_one(
     arm: ArmEmulator, function_subnet_id: str
 ) -> None:
     first, second = colliding_cluster_names()
     make_provider(arm, make_config(arm, first), function_subnet_id).ensure_network()
 
-    with pytest.raises(InvalidRequestError, match="VnetAddressSpaceOverlapsWithAlreadyPeeredVnet"):
-        make_provider(arm, make_config(arm, second), function_subnet_id).ensure_network()
+    make_provider(arm, make_config(arm, second), function_subnet_id).ensure_network()
+
+    ranges = {vnet["name"]: vnet["properties"]["addressSpace"]["addressPrefixes"] for vnet in arm.resources(VNET_TYPE)}
+    assert ranges[f"ray-{first}-vnet"] == [address_space(first)[0]]
+    assert ranges[f"ray-{second}-vnet"] != ranges[f"ray-{first}-vnet"]
+    assert [state for _, _, state in peering_summary(arm, app_vnet_id(arm))] == ["Connected", "Connected"]
+
+
+def test_twelve_clusters_peer_with_the_app_without_a_range_collision(arm: ArmEmulator, function_subnet_id: str) -> None:
+    for index in range(12):
+        make_provider(arm, make_config(arm, f"team{index}"), function_subnet_id).ensure_network()
+
+    peerings = peering_summary(arm, app_vnet_id(arm))
+    assert len(peerings) == 12
+    assert {state for _, _, state in peerings} == {"Connected"}
+
+
+def test_a_vnet_that_lost_the_race_for_a_range_is_readdressed_before_peering(
+    arm: ArmEmulator, function_subnet_id: str
+) -> None:
+    first, second = colliding_cluster_names()
+    # Both clusters chose their range before either was peered (created at the same moment): the second VNet
+    # exists, unpeered, on the range the first one has since peered with the app.
+    make_provider(arm, make_config(arm, second)).ensure_network()
+    make_provider(arm, make_config(arm, first), function_subnet_id).ensure_network()
+
+    make_provider(arm, make_config(arm, second), function_subnet_id).ensure_network()
+
+    ranges = {vnet["name"]: vnet["properties"]["addressSpace"]["addressPrefixes"] for vnet in arm.resources(VNET_TYPE)}
+    assert ranges[f"ray-{second}-vnet"] != ranges[f"ray-{first}-vnet"]
+    assert [state for _, _, state in peering_summary(arm, app_vnet_id(arm))] == ["Connected", "Connected"]
 
 
 def colliding_cluster_names() -> tuple[str, str]:
-    """Two cluster names whose VNets get the same 10.<octet>.0.0/16 (network.address_space)."""
+    """Two cluster names whose VNets would hash to the same /16 (network.address_space with nothing taken)."""
     seen: dict[str, str] = {}
     for index in range(1000):
         name = f"c{index}"
@@ -742,7 +835,7 @@ def test_destroy_leaves_an_app_peering_of_the_same_name_that_points_elsewhere(
     other_vnet_subnet = arm.seed_subnet("rg-other", "ray-demo-vnet", "default", "10.40.0.0/16")
     other_vnet_id = other_vnet_subnet.split("/subnets/")[0]
     provider = make_provider(arm, make_config(arm), function_subnet_id)
-    provider.app_network.virtual_network_peerings.begin_create_or_update(
+    provider.clients.app_network.virtual_network_peerings.begin_create_or_update(
         APP_RESOURCE_GROUP,
         APP_VNET,
         "app-to-ray-demo",

@@ -401,7 +401,7 @@ def test_lifecycle_exercised_every_kind_of_request_the_role_is_about(recorded: R
         "Microsoft.Network/virtualNetworks/write",
         "Microsoft.Network/virtualNetworks/delete",
         f"{SUBNET}/join/action",
-        f"{SUBNET}/read",
+        f"{VNET}/read",
         "Microsoft.Compute/disks/delete",
         f"{VNET}/peer/action",
         f"{PEERING}/write",
