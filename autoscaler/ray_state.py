@@ -1,5 +1,8 @@
 """Client of the head agent: what Ray sees (`GET /v1/state`) and graceful drains (`POST /v1/drain`).
 
+`GET /v1/state` also carries the boot phases the VMs reported to the agent (`parse_boot_phases`): they are read
+leniently, entry by entry, because they only inform the status page and must never cost a tick its view of Ray.
+
 Runs inside the Functions app, so it speaks HTTP only and never imports Ray. The agent's JSON is validated here,
 at the edge, by pydantic models and turned into `autoscaler.model.RayState`. Anything short of a valid answer
 (connection refused, timeout, 5xx, a body that is not the contract) is `HeadUnreachableError`: the reconcile shell
@@ -8,14 +11,16 @@ reads it as "no new information about Ray this tick", never as "Ray has no nodes
 
 from __future__ import annotations
 
+import enum
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from autoscaler.model import (
     GangDemand,
@@ -31,6 +36,31 @@ from autoscaler.model import (
 CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 5.0
 DRAIN_REASONS = ("idle", "preemption")
+
+
+class BootPhase(enum.StrEnum):
+    """How far a node got in its first boot, in boot order (`boot_failed` ends a boot that went wrong)."""
+
+    VM_CREATED = "vm_created"  # the cloud lists the VM; its boot script has reported nothing yet
+    CLOUD_INIT_RUNNING = "cloud_init_running"  # its boot script runs: installing Ray, the config's setup commands
+    RAY_STARTED = "ray_started"  # ray-node.service is up; Ray does not list the node yet
+    JOINED = "joined"  # Ray lists the node alive
+    BOOT_FAILED = "boot_failed"  # a step of its boot script failed; the detail says which
+
+
+# What a VM's boot script reports to the head agent (provisioning/head/agent_boot.py); the other phases the control
+# plane sees for itself.
+REPORTED_BOOT_PHASES = frozenset({BootPhase.CLOUD_INIT_RUNNING, BootPhase.RAY_STARTED, BootPhase.BOOT_FAILED})
+MAX_BOOT_DETAIL_CHARS = 300
+
+
+@dataclass(frozen=True)
+class BootPhaseReport:
+    """The last boot phase one VM reported to the head agent, and when the agent received it."""
+
+    phase: BootPhase
+    at: datetime
+    detail: str = ""
 
 
 class HeadUnreachableError(Exception):
@@ -165,6 +195,32 @@ def _fold_gangs(gangs: Iterable[_GangPayload]) -> tuple[GangDemand, ...]:
         GangDemand(strategy=strategy, bundles=bundles, count=count)
         for (strategy, bundles), count in sorted(counts.items())
     )
+
+
+class _BootPhasePayload(_WireModel):
+    phase: BootPhase
+    at: AwareDatetime
+    detail: str = ""
+
+
+def parse_boot_phases(payload: object) -> dict[str, BootPhaseReport]:
+    """The `boot_phases` of the agent's `/v1/state` JSON, by instance id.
+
+    An entry that does not fit (a phase this version does not know, a bad timestamp) is left out, and an agent
+    without boot phases gives none: the state of Ray is usable either way.
+    """
+    entries = payload.get("boot_phases") if isinstance(payload, dict) else None
+    if not isinstance(entries, dict):
+        return {}
+    reports: dict[str, BootPhaseReport] = {}
+    for instance_id, entry in entries.items():
+        try:
+            parsed = _BootPhasePayload.model_validate(entry)
+        except ValidationError:
+            continue
+        if instance_id and parsed.phase in REPORTED_BOOT_PHASES:
+            reports[instance_id] = BootPhaseReport(parsed.phase, parsed.at, parsed.detail[:MAX_BOOT_DETAIL_CHARS])
+    return reports
 
 
 class _DrainAnswer(_WireModel):

@@ -7,12 +7,14 @@ cannot drift from what the handlers return.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from autoscaler.model import ClusterRecord, ClusterStatus, Event, InstanceRecord, InstanceStatus
+from autoscaler.ray_state import BootPhase, BootPhaseReport, parse_boot_phases
 
 
 class _View(BaseModel):
@@ -43,6 +45,14 @@ class NodeView(_View):
     ray_node_id: str = ""
     availability_zone: str = ""
     last_error: str = ""
+    boot_phase: BootPhase | None = Field(
+        None,
+        description="How far the node got in booting: vm_created (the cloud lists the VM), cloud_init_running, "
+        "ray_started (reported by the VM to the head agent), joined (Ray lists it) or boot_failed (see "
+        "boot_phase_detail); null before the cloud lists its VM.",
+    )
+    boot_phase_at: datetime | None = Field(None, description="When the head agent received the reported phase.")
+    boot_phase_detail: str = Field("", description="What the VM said with its phase, e.g. which boot step failed.")
 
 
 class HeadView(_View):
@@ -102,19 +112,25 @@ class ClusterView(_View):
     ) -> ClusterView:
         observation: dict[str, Any] = json.loads(record.last_observation) if record.last_observation else {}
         decision: dict[str, Any] = json.loads(record.last_decision) if record.last_decision else {}
-        nodes = [
-            NodeView(
-                instance_id=r.instance_id,
-                node_type=r.node_type,
-                status=r.status,
-                is_head=r.is_head,
-                status_since=r.status_since,
-                ray_node_id=r.ray_node_id,
-                availability_zone=r.availability_zone,
-                last_error=r.last_error,
+        reported_boot_phases = parse_boot_phases(observation)
+        nodes: list[NodeView] = []
+        for r in sorted(instances, key=lambda r: (not r.is_head, r.created_at)):
+            boot_phase, boot_phase_at, boot_phase_detail = _boot_phase(r, reported_boot_phases)
+            nodes.append(
+                NodeView(
+                    instance_id=r.instance_id,
+                    node_type=r.node_type,
+                    status=r.status,
+                    is_head=r.is_head,
+                    status_since=r.status_since,
+                    ray_node_id=r.ray_node_id,
+                    availability_zone=r.availability_zone,
+                    last_error=r.last_error,
+                    boot_phase=boot_phase,
+                    boot_phase_at=boot_phase_at,
+                    boot_phase_detail=boot_phase_detail,
+                )
             )
-            for r in sorted(instances, key=lambda r: (not r.is_head, r.created_at))
-        ]
         by_status: dict[str, int] = {}
         for node in nodes:
             by_status[str(node.status)] = by_status.get(str(node.status), 0) + 1
@@ -142,6 +158,47 @@ class ClusterView(_View):
             ignored_fields=list(record.ignored_fields),
             events=[EventView(at=e.at, kind=e.kind, message=e.message, instance_id=e.instance_id) for e in events],
         )
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Boot phases: what the VMs reported to the head agent, and what the control plane sees itself
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _has_joined(record: InstanceRecord) -> bool:
+    """Ray has listed the node alive: now, or before it was drained or terminated (its Ray node id is kept)."""
+    return bool(record.ray_node_id) or record.status in (InstanceStatus.RAY_RUNNING, InstanceStatus.DRAINING)
+
+
+def boot_phases_observation(
+    reports: Mapping[str, BootPhaseReport], records: Iterable[InstanceRecord]
+) -> dict[str, dict[str, str]]:
+    """The reported boot phases worth keeping in the cluster's `last_observation` (under "boot_phases").
+
+    Only instances of the cluster that have not joined Ray: a joined node's phase follows from its status, so the
+    stored row stays small and, between two reports, unchanged. The format is the agent's own, so one parser
+    (`parse_boot_phases`) reads both.
+    """
+    not_joined = {record.instance_id for record in records if not _has_joined(record)}
+    return {
+        instance_id: {"phase": str(report.phase), "at": report.at.isoformat(), "detail": report.detail}
+        for instance_id, report in sorted(reports.items())
+        if instance_id in not_joined
+    }
+
+
+def _boot_phase(
+    record: InstanceRecord, reported: Mapping[str, BootPhaseReport]
+) -> tuple[BootPhase | None, datetime | None, str]:
+    """(phase, when it was reported, detail): joined beats any report, a report beats the bare VM."""
+    if _has_joined(record):
+        return BootPhase.JOINED, None, ""
+    report = reported.get(record.instance_id)
+    if report is not None:
+        return report.phase, report.at, report.detail
+    if record.status == InstanceStatus.ALLOCATED:
+        return BootPhase.VM_CREATED, None, ""
+    return None, None, ""
 
 
 class ClusterList(_View):

@@ -1,4 +1,5 @@
-"""The head agent's pure parts: what wakes the control plane, where wake-ups go, gang strategies, its token."""
+"""The head agent's pure parts: what wakes the control plane, where wake-ups go, gang strategies, its token, the
+boot phases it keeps."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from autoscaler.model import GangStrategy
 from provisioning.head.agent import ConfigError, enable_ray_token_auth, parse_config
+from provisioning.head.agent_boot import MAX_DETAIL_CHARS, BootPhaseBook, BootPhaseRefusedError, checked_report
 from provisioning.head.agent_gcs import gang_strategy, is_ray_node_id
 from provisioning.head.agent_wakeup import DemandSummary, describe_change, reconcile_url, summarize
 
@@ -156,3 +158,49 @@ def test_ray_token_auth_uses_the_cluster_token_and_drops_a_token_path() -> None:
     environ = {"RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN_PATH": "/home/ray/.ray/auth_token", "PATH": "/bin"}
     enable_ray_token_auth("s3cret", environ)
     assert environ == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "s3cret", "PATH": "/bin"}
+
+
+# --------------------------------------------------------------------------------------------
+# Boot phases reported by the VMs
+# --------------------------------------------------------------------------------------------
+
+
+def test_boot_phase_book_keeps_the_last_report_per_instance_with_the_agents_time() -> None:
+    book = BootPhaseBook(clock_s=lambda: 1_700_000_000.0)
+    book.record("worker-1", "cloud_init_running")
+    book.record("worker-1", "ray_started", "ray-node.service active")
+    assert book.snapshot() == {
+        "worker-1": {"phase": "ray_started", "at": "2023-11-14T22:13:20Z", "detail": "ray-node.service active"}
+    }
+
+
+def test_boot_phase_book_forgets_the_least_recently_reported_instance_beyond_its_capacity() -> None:
+    book = BootPhaseBook(capacity=2)
+    book.record("first", "cloud_init_running")
+    book.record("second", "cloud_init_running")
+    book.record("first", "ray_started")  # reported again: now the most recent
+    book.record("third", "cloud_init_running")
+    assert sorted(book.snapshot()) == ["first", "third"]
+
+
+@pytest.mark.parametrize(
+    ("body", "failing_field"),
+    [
+        pytest.param({"phase": "ray_started"}, "instance_id", id="no-instance-id"),
+        pytest.param({"instance_id": "", "phase": "ray_started"}, "instance_id", id="empty-instance-id"),
+        pytest.param({"instance_id": "a b", "phase": "ray_started"}, "instance_id", id="space-in-instance-id"),
+        pytest.param({"instance_id": "i" * 65, "phase": "ray_started"}, "instance_id", id="instance-id-too-long"),
+        pytest.param({"instance_id": "w1", "phase": "joined"}, "phase", id="phase-not-reportable"),
+        pytest.param({"instance_id": "w1"}, "phase", id="no-phase"),
+        pytest.param({"instance_id": "w1", "phase": "ray_started", "detail": 3}, "detail", id="detail-not-text"),
+    ],
+)
+def test_boot_phase_report_refuses_what_does_not_fit(body: dict[str, object], failing_field: str) -> None:
+    with pytest.raises(BootPhaseRefusedError) as refused:
+        checked_report(body)
+    assert refused.value.field_name == failing_field
+
+
+def test_boot_phase_report_keeps_a_long_detail_cut_to_its_limit() -> None:
+    _, _, detail = checked_report({"instance_id": "w1", "phase": "boot_failed", "detail": "x" * 5000})
+    assert detail == "x" * MAX_DETAIL_CHARS

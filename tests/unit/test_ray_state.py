@@ -1,15 +1,22 @@
-"""parse_state: the head agent's /v1/state JSON -> RayState, and what it refuses."""
+"""parse_state: the head agent's /v1/state JSON -> RayState, and what it refuses; parse_boot_phases: its boot phases."""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from autoscaler.model import GangDemand, GangStrategy, RayNode, RayNodeStatus, RayState, ShapeDemand
-from autoscaler.ray_state import HeadUnreachableError, parse_state
+from autoscaler.ray_state import (
+    BootPhase,
+    BootPhaseReport,
+    HeadUnreachableError,
+    parse_boot_phases,
+    parse_state,
+)
 
 HEAD_ID = "a" * 56
 WORKER_ID = "b" * 56
@@ -176,3 +183,55 @@ def _without_node_field(key: str) -> dict[str, Any]:
 def test_parse_state_refuses_a_malformed_payload_as_unreachable(payload: object) -> None:
     with pytest.raises(HeadUnreachableError, match="does not match the contract"):
         parse_state(payload)
+
+
+# --------------------------------------------------------------------------------------------
+# Boot phases
+# --------------------------------------------------------------------------------------------
+
+REPORTED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def _boot_entry(phase: str = "ray_started", at: str = "2026-01-02T03:04:05Z", detail: str = "") -> dict[str, str]:
+    return {"phase": phase, "at": at, "detail": detail}
+
+
+def test_parse_boot_phases_reads_each_reported_phase_by_instance() -> None:
+    payload = _payload(
+        boot_phases={
+            "worker-1": _boot_entry("cloud_init_running"),
+            "worker-2": _boot_entry("boot_failed", detail="bootstrap.sh line 40 exited 1"),
+        }
+    )
+    assert parse_boot_phases(payload) == {
+        "worker-1": BootPhaseReport(BootPhase.CLOUD_INIT_RUNNING, REPORTED_AT),
+        "worker-2": BootPhaseReport(BootPhase.BOOT_FAILED, REPORTED_AT, "bootstrap.sh line 40 exited 1"),
+    }
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        pytest.param(_boot_entry(phase="installing_drivers"), id="phase-this-version-does-not-know"),
+        pytest.param(_boot_entry(phase="joined"), id="phase-the-control-plane-derives-itself"),
+        pytest.param(_boot_entry(at="yesterday"), id="time-not-a-time"),
+        pytest.param(_boot_entry(at="2026-01-02T03:04:05"), id="time-without-zone"),
+        pytest.param("ray_started", id="entry-not-an-object"),
+    ],
+)
+def test_parse_boot_phases_leaves_out_an_entry_that_does_not_fit_and_keeps_the_others(entry: object) -> None:
+    payload = _payload(boot_phases={"odd": entry, "worker-1": _boot_entry()})
+    assert parse_boot_phases(payload) == {"worker-1": BootPhaseReport(BootPhase.RAY_STARTED, REPORTED_AT)}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [pytest.param(_payload(), id="agent-without-boot-phases"), pytest.param(_payload(boot_phases=[]), id="a-list")],
+)
+def test_parse_boot_phases_of_an_agent_without_them_is_empty(payload: dict[str, Any]) -> None:
+    assert parse_boot_phases(payload) == {}
+
+
+def test_a_malformed_boot_phase_does_not_cost_the_state_of_ray() -> None:
+    payload = _payload(boot_phases={"worker-1": _boot_entry(phase="exploded")})
+    assert parse_state(payload) == RayState(nodes=(HEAD, WORKER))
