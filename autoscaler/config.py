@@ -64,6 +64,19 @@ class FieldError:
         return f"{self.path or '(document)'}: {self.message}"
 
 
+@dataclass(frozen=True)
+class FieldAdjustment:
+    """A field the control plane uses with another value than the one given, and why (shown in the create answer)."""
+
+    path: str
+    given: str
+    used: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.given!r} -> {self.used!r} ({self.reason})"
+
+
 class ConfigError(Exception):
     """The config is invalid; `errors` holds every failing field, in document order."""
 

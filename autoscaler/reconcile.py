@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -48,6 +48,7 @@ from provisioning.cloud import (
     CloudProvider,
     NotFoundError,
     QuotaError,
+    RemembersHeadAddress,
     ThrottledError,
 )
 
@@ -129,6 +130,7 @@ def reconcile(cluster_name: str, deps: ReconcileDeps) -> TickResult:
     by_id = {r.instance_id: r for r in snapshot.records}
     tick = _Tick(cluster, config, now, dict(by_id), dict(by_id), snapshot.fence_etag, cluster)
     provider = deps.provider_for(config)
+    _seed_head_address(provider, cluster, tick.records.values())
     token = deps.token_for(cluster.name, cluster.generation)
 
     # -- 2 observe the cloud (one list call) ------------------------------------------------------------------------
@@ -563,6 +565,15 @@ def _finish_delete(tick: _Tick, provider: CloudProvider) -> None:
         tick.cluster = replace(tick.cluster, status=ClusterStatus.DELETED, status_reason="every resource removed")
         tick.event("status", "cluster deleted")
         tick.actions.append("cluster deleted")
+
+
+def _seed_head_address(provider: CloudProvider, cluster: ClusterRecord, records: Iterable[InstanceRecord]) -> None:
+    """Hand the stored head address to a provider that would otherwise read it from the cloud again."""
+    if not isinstance(provider, RemembersHeadAddress) or not cluster.head.ray_address:
+        return
+    head = next((r for r in records if r.is_head and r.status.is_live and r.cloud_instance_id), None)
+    if head is not None and cluster.head.instance_id == head.instance_id:
+        provider.remember_address(head.cloud_instance_id, cluster.head.ray_address.rpartition(":")[0])
 
 
 def summarize_instances(records: Sequence[InstanceRecord]) -> dict[str, int]:

@@ -12,13 +12,21 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from autoscaler.config import ClusterConfig, ConfigError, FieldError, is_valid_cluster_name, parse_cluster_config
+from autoscaler.config import (
+    ClusterConfig,
+    ConfigError,
+    FieldAdjustment,
+    FieldError,
+    is_valid_cluster_name,
+    parse_cluster_config,
+)
 from autoscaler.model import ClusterRecord, ClusterStatus, Event
 from autoscaler.reconcile import ReconcileDeps, TickResult, reconcile
 from autoscaler.state import ConfigTooLargeError, ConflictError, StateStore
 from autoscaler.tokens import bearer_token, tokens_match
 from autoscaler.views import (
     AcceptedResponse,
+    AdjustedField,
     ClusterList,
     ClusterSummary,
     ClusterView,
@@ -97,6 +105,7 @@ class Service:
         queue: ReconcileQueue,
         allow_local_provider: bool,
         ssh_keygen: SshKeyGenerator | None = None,
+        clusters_resource_group: str = "",
         api_base_path: str = "/api",
     ) -> None:
         self.deps = deps
@@ -104,6 +113,7 @@ class Service:
         self.queue = queue
         self.allow_local_provider = allow_local_provider
         self.ssh_keygen = ssh_keygen
+        self.clusters_resource_group = clusters_resource_group
         self.api_base_path = api_base_path
         self.clock: Callable[[], datetime] = deps.clock
 
@@ -116,7 +126,7 @@ class Service:
             parsed = parse_cluster_config(body, content_type)
         except ConfigError as error:
             raise InvalidRequest("the cluster config is invalid", error.errors) from error
-        config = parsed.config
+        config, adjustments = self._placed(parsed.config)
         if config.provider.type == "local" and not self.allow_local_provider:
             raise InvalidRequest(
                 "this deployment does not run local clusters",
@@ -132,7 +142,7 @@ class Service:
                         "destroy it first or choose another cluster_name",
                         [FieldError(path="cluster_name", message="already used by a cluster with another config")],
                     )
-                return self._created(existing, created=False, private_key=None)
+                return self._created(existing, created=False, private_key=None, adjustments=adjustments)
             stored_config, private_key = self._with_ssh_key(config)
             now = self.clock()
             record = ClusterRecord(
@@ -155,9 +165,50 @@ class Service:
             self.store.append_event(
                 Event(saved.name, now, "status", f"cluster accepted (generation {saved.generation})")
             )
+            for adjustment in adjustments:
+                self.store.append_event(Event(saved.name, now, "adjusted", str(adjustment)))
             self._enqueue(saved.name, "create")
-            return self._created(saved, created=True, private_key=private_key)
+            return self._created(saved, created=True, private_key=private_key, adjustments=adjustments)
         raise ClusterConflict(f"cluster {config.cluster_name!r} keeps changing; try again")
+
+    def _placed(self, config: ClusterConfig) -> tuple[ClusterConfig, list[FieldAdjustment]]:
+        """The config as this deployment runs it, and what was changed from the one given.
+
+        Azure clusters go to the clusters resource group (app setting CLUSTERS_RESOURCE_GROUP): the app's custom role
+        is granted there and nowhere else, so Ray's `resource_group: ray-cluster` (Ray's default, and
+        example-full.yaml's) would only ever answer 403 AuthorizationFailed. Ray's legacy spot priority `Low` is
+        sent to Azure as `Spot` (Azure deprecated `Low`); the answer says so too.
+        """
+        if config.provider.type != "azure":
+            return config, []
+        adjustments: list[FieldAdjustment] = []
+        group = self.clusters_resource_group
+        given_group = config.provider.resource_group or ""
+        if group and given_group.lower() != group.lower():
+            config = config.model_copy(
+                update={"provider": config.provider.model_copy(update={"resource_group": group})}
+            )
+            adjustments.append(
+                FieldAdjustment(
+                    "provider.resource_group",
+                    given_group,
+                    group,
+                    "this deployment creates clusters only in its clusters resource group (CLUSTERS_RESOURCE_GROUP), "
+                    "the one its role is granted on",
+                )
+            )
+        for name, node_type in config.available_node_types.items():
+            parameters = node_type.azure_arm_parameters()
+            if parameters is not None and parameters.priority == "Low":
+                adjustments.append(
+                    FieldAdjustment(
+                        f"available_node_types.{name}.node_config.azure_arm_parameters.priority",
+                        "Low",
+                        "Spot",
+                        "Azure deprecated 'Low' for VMs; Spot is the same offer",
+                    )
+                )
+        return config, adjustments
 
     def _with_ssh_key(self, config: ClusterConfig) -> tuple[ClusterConfig, str | None]:
         """Azure clusters without a public key get a generated pair: the private key is returned once, kept nowhere."""
@@ -168,13 +219,23 @@ class Service:
             private_key
         )
 
-    def _created(self, record: ClusterRecord, *, created: bool, private_key: str | None) -> CreateResponse:
+    def _created(
+        self,
+        record: ClusterRecord,
+        *,
+        created: bool,
+        private_key: str | None,
+        adjustments: list[FieldAdjustment],
+    ) -> CreateResponse:
         return CreateResponse(
             name=record.name,
             status=record.status,
             created=created,
             location=self.location(record.name),
             ignored_fields=list(record.ignored_fields),
+            adjusted_fields=[
+                AdjustedField(path=a.path, given=a.given, used=a.used, reason=a.reason) for a in adjustments
+            ],
             ssh_private_key=private_key,
         )
 

@@ -28,6 +28,7 @@ class Settings:
     local_data_dir: Path  # the local provider's state folder
     table_prefix: str  # lets tests share one storage account
     clusters_subscription_id: str
+    clusters_resource_group: str  # where Azure clusters go: the one group the app's custom role is granted on
     function_subnet_id: str  # the app's subnet: allowed to reach Ray ports on cluster NSGs
 
     @classmethod
@@ -54,6 +55,7 @@ class Settings:
             local_data_dir=Path(env.get("LOCAL_DATA_DIR", ".local-data")).resolve(),
             table_prefix=env.get("TABLE_PREFIX", ""),
             clusters_subscription_id=env.get("CLUSTERS_SUBSCRIPTION_ID", ""),
+            clusters_resource_group=env.get("CLUSTERS_RESOURCE_GROUP", "").strip(),
             function_subnet_id=env.get("FUNCTION_SUBNET_ID", ""),
         )
 

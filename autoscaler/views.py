@@ -205,12 +205,24 @@ class ClusterList(_View):
     clusters: list[ClusterSummary]
 
 
+class AdjustedField(_View):
+    """A config field this deployment uses with another value than the one given (e.g. the resource group)."""
+
+    path: str
+    given: str
+    used: str
+    reason: str
+
+
 class CreateResponse(_View):
     name: str
     status: ClusterStatus
     created: bool = Field(description="False when the same config was posted again (no second cluster).")
     location: str
     ignored_fields: list[str] = Field(default_factory=list)
+    adjusted_fields: list[AdjustedField] = Field(
+        default_factory=list, description="Fields used with another value than the one given, and why."
+    )
     ssh_private_key: str | None = Field(
         None, description="Only when a key pair was generated for you: returned once, stored nowhere."
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -25,9 +25,16 @@ class ProviderFactory:
     """One provider object per (type, cluster), built lazily: the Azure SDKs are imported only when an Azure cluster
     is reconciled, so the local host and cold starts never pay for them."""
 
-    def __init__(self, settings: Settings, credential_factory: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        credential_factory: Callable[[], Any] | None = None,
+        azure_overrides: Mapping[str, Any] | None = None,
+    ) -> None:
         self.settings = settings
         self._credential_factory = credential_factory
+        # Extra AzureSettings fields (tests point `base_url`/`connection_verify` at the loopback ARM emulator).
+        self._azure_overrides = dict(azure_overrides or {})
         self._providers: dict[tuple[str, str, str], CloudProvider] = {}
         self._lock = threading.Lock()
 
@@ -54,6 +61,7 @@ class ProviderFactory:
         azure_settings = AzureSettings(
             subscription_id=config.provider.subscription_id or self.settings.clusters_subscription_id,
             function_subnet_id=self.settings.function_subnet_id,
+            **self._azure_overrides,
         )
         if self._credential_factory is not None:
             return AzureCloudProvider(config, self._credential_factory(), azure_settings)
@@ -99,6 +107,7 @@ def build_service(settings: Settings | None = None, *, clock: Callable[[], datet
         queue=queue,
         allow_local_provider=settings.allow_local_provider,
         ssh_keygen=_ssh_keygen,
+        clusters_resource_group=settings.clusters_resource_group,
     )
 
 

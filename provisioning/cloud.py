@@ -14,7 +14,7 @@ Errors are the subclasses of `CloudError` below; never a bare SDK exception.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from autoscaler.model import CloudInstance, LaunchRequest
 
@@ -99,3 +99,11 @@ class CloudProvider(Protocol):
     def destroy_cluster(self, cluster_name: str) -> DestroyReport:
         """Remove what the provider created besides instances. Called once no instance is left."""
         ...
+
+
+@runtime_checkable
+class RemembersHeadAddress(Protocol):
+    """Optional: a provider that would otherwise pay a cloud read to learn the head's address (Azure: a NIC read)
+    takes it from the cluster's stored state instead, so a fresh process (a new Functions instance) pays nothing."""
+
+    def remember_address(self, cloud_instance_id: str, private_ip: str, public_ip: str = "") -> None: ...

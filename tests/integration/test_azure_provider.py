@@ -274,6 +274,26 @@ def test_head_gets_a_public_ip_only_when_ssh_is_allowed_and_ips_are_external(
     assert [ip["name"] for ip in public_ips] == ([f"{vm_name_for('demo', 'head0001')}-ip"] if expect_public_ip else [])
 
 
+def test_the_bastion_path_admits_ssh_from_the_bastion_subnet_without_a_public_ip_on_the_head(
+    arm: ArmEmulator, function_subnet_id: str
+) -> None:
+    bastion_subnet = "10.250.0.64/26"  # AzureBastionSubnet in the app's VNet, which every cluster VNet is peered with
+    config = make_config(arm, use_internal_ips=True, ssh_allowed_cidrs=[bastion_subnet])
+    make_provider(arm, config, function_subnet_id).launch(make_request(config, "head0001"))
+
+    (nsg,) = arm.resources("Microsoft.Network/networkSecurityGroups")
+    ssh_rules = [
+        rule
+        for rule in iter_allow_rules(nsg)
+        if "22" in (rule.get("destinationPortRanges") or [rule.get("destinationPortRange")])
+    ]
+    assert [rule.get("sourceAddressPrefixes") or [rule["sourceAddressPrefix"]] for rule in ssh_rules] == [
+        [bastion_subnet]
+    ]
+    assert arm.resources("Microsoft.Network/publicIPAddresses") == []
+    assert [state for _, _, state in peering_summary(arm, app_vnet_id(arm))] == ["Connected"]
+
+
 def test_no_vm_has_a_managed_identity(arm: ArmEmulator) -> None:
     config = make_config(arm)
     provider = make_provider(arm, config)

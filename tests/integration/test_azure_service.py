@@ -22,18 +22,18 @@ import pytest
 from azure.data.tables import TableServiceClient
 from cryptography.hazmat.primitives import serialization
 
-from autoscaler.config import ClusterConfig
 from autoscaler.model import InstanceStatus, RayNodeStatus, ShapeDemand, shape_of
 from autoscaler.queueing import InMemoryReconcileQueue
 from autoscaler.reconcile import ReconcileDeps, TickResult
 from autoscaler.service import Service
+from autoscaler.settings import Settings
 from autoscaler.state import TableStateStore
 from autoscaler.tokens import cluster_token
 from autoscaler.views import ClusterView, NodeView, ReconcileMessage
+from autoscaler.wiring import ProviderFactory
 from provisioning.azure.network import MANAGED_BY, TAG_CLUSTER
-from provisioning.azure.provider import AzureCloudProvider, AzureSettings, vm_name_for
+from provisioning.azure.provider import vm_name_for
 from provisioning.azure.ssh import generate_ssh_keypair
-from provisioning.cloud import CloudProvider
 from tests.support.arm_emulator import ArmEmulator, Fault, FaultKind, iter_allow_rules
 from tests.support.azurite import Azurite
 from tests.support.fakes import FakeRayReader
@@ -151,29 +151,30 @@ class Clock:
         self.now += by
 
 
-class EmulatorProviders:
-    """`provider_for`: one AzureCloudProvider per config, as wiring.ProviderFactory keeps them, but pointed at the
-    emulator (ProviderFactory's AzureSettings take no ARM endpoint) with the emulator's static test credential."""
-
-    def __init__(self, arm: ArmEmulator, function_subnet_id: str) -> None:
-        self.arm = arm
-        self.function_subnet_id = function_subnet_id
-        self._providers: dict[str, AzureCloudProvider] = {}
-
-    def __call__(self, config: ClusterConfig) -> CloudProvider:
-        key = config.config_hash()
-        if key not in self._providers:
-            settings = AzureSettings(
-                subscription_id=config.provider.subscription_id or self.arm.subscription_id,
-                function_subnet_id=self.function_subnet_id,
-                base_url=self.arm.base_url,
-                connection_verify=self.arm.ca_path,
-                retry_backoff_factor_s=0.01,
-                retry_backoff_max_s=0.05,
-                delete_retry_backoff_s=0.01,
-            )
-            self._providers[key] = AzureCloudProvider(config, self.arm.credential(), settings)
-        return self._providers[key]
+def emulator_providers(arm: ArmEmulator, function_subnet_id: str, clusters_resource_group: str = "") -> ProviderFactory:
+    """`provider_for` as the app wires it (wiring.ProviderFactory, app settings), pointed at the emulator with the
+    emulator's static test credential. A new factory is a fresh process: nothing remembered."""
+    settings = Settings.from_environment(
+        {
+            "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+            "CLUSTER_TOKEN_KEY": TOKEN_KEY.decode(),
+            "CLUSTERS_SUBSCRIPTION_ID": arm.subscription_id,
+            "CLUSTERS_RESOURCE_GROUP": clusters_resource_group,
+            "FUNCTION_SUBNET_ID": function_subnet_id,
+        }
+    )
+    return ProviderFactory(
+        settings,
+        credential_factory=arm.credential,
+        azure_overrides={
+            "base_url": arm.base_url,
+            "connection_verify": arm.ca_path,
+            "retry_backoff_factor_s": 0.01,
+            "retry_backoff_max_s": 0.05,
+            "delete_retry_backoff_s": 0.01,
+            "network_poll_interval_s": 0.02,
+        },
+    )
 
 
 @dataclass
@@ -306,7 +307,7 @@ def harness(arm: ArmEmulator, store: TableStateStore) -> Harness:
     queue = InMemoryReconcileQueue()
     deps = ReconcileDeps(
         store=store,
-        provider_for=EmulatorProviders(arm, function_subnet_id),
+        provider_for=emulator_providers(arm, function_subnet_id),
         ray_reader=ray,
         token_for=partial(cluster_token, TOKEN_KEY),
         clock=clock,
@@ -691,3 +692,44 @@ def test_steady_state_tick_through_the_service_costs_one_arm_read_and_no_write(h
     assert dict(harness.arm.requests_by_route) == {
         ("GET", "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines"): 1
     }
+
+
+def test_a_fresh_process_takes_the_head_address_from_stored_state_instead_of_reading_the_nic(harness: Harness) -> None:
+    harness.bring_up()
+    harness.tick()
+    function_subnet_id = f"{harness.app_vnet_id}/subnets/functions"
+    harness.service.deps = replace(
+        harness.service.deps, provider_for=emulator_providers(harness.arm, function_subnet_id)
+    )
+    harness.arm.reset_counts()
+
+    result = harness.tick()
+
+    assert result.settled
+    assert dict(harness.arm.requests_by_route) == {
+        ("GET", "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines"): 1
+    }
+    assert harness.view().head.ray_address.endswith(":6379")
+
+
+def test_a_config_naming_another_resource_group_goes_to_the_clusters_group_and_the_answer_says_so(
+    harness: Harness,
+) -> None:
+    function_subnet_id = f"{harness.app_vnet_id}/subnets/functions"
+    harness.service.deps = replace(
+        harness.service.deps, provider_for=emulator_providers(harness.arm, function_subnet_id, "rg-dev-clusters")
+    )
+    harness.service.clusters_resource_group = "rg-dev-clusters"
+    body = cluster_yaml(harness.arm.subscription_id).replace("Spot}", "Low}")
+
+    response = harness.service.create_cluster(body.encode(), "application/yaml")
+    harness.tick()
+
+    assert [(a.path, a.given, a.used) for a in response.adjusted_fields] == [
+        ("provider.resource_group", RESOURCE_GROUP, "rg-dev-clusters"),
+        (f"available_node_types.{SPOT_TYPE}.node_config.azure_arm_parameters.priority", "Low", "Spot"),
+    ]
+    assert [vm["id"].split("/")[4] for vm in harness.vms()] == ["rg-dev-clusters"]
+    assert any(event.kind == "adjusted" and "rg-dev-clusters" in event.message for event in harness.view().events)
+    again = harness.service.create_cluster(body.encode(), "application/yaml")
+    assert not again.created  # the same config again is the same cluster, not a conflict
