@@ -2,10 +2,13 @@
 
 The custom data is a gzip-compressed `#cloud-config` document (cloud-init detects gzip) that:
 - writes the cluster token to /etc/ray/cluster-token (0600, root) -- never on a command line, never in a log;
-- writes a boot script (installs or checks Ray, runs the config's initialization and setup commands),
-  a `ray-node.service` unit that starts Ray in head or worker mode with `RAY_AUTH_MODE=token`,
-  `RAY_CLOUD_INSTANCE_ID`, `RAY_NODE_TYPE_NAME` and `RAY_enable_autoscaler_v2=1`;
-- on the head, also the head agent's sources and its `ray-head-agent.service` unit.
+- writes a boot script (installs or checks Ray, waiting out Ubuntu's first-boot apt runs; runs the config's
+  initialization and setup commands; reports its boot phases to the head agent), a `ray-node.service` unit that
+  starts Ray in head or worker mode with `RAY_AUTH_MODE=token`, `RAY_CLOUD_INSTANCE_ID`, `RAY_NODE_TYPE_NAME` and
+  `RAY_enable_autoscaler_v2=1`, and `systemd-credentials.sh`, which gives the units the token on a systemd older
+  than 247 (no `LoadCredential=`);
+- on the head, also the head agent's sources and its `ray-head-agent.service` unit. The agent runs on the image's
+  python3 (3.10 on Ubuntu 22.04): `agent_source_files` ships only the modules it imports, all 3.10-compatible.
 Azure keeps custom data in the VM model (write-only: GET does not return it) and on the VM in root-only files;
 see docs/decisions/cluster-token.md.
 """
@@ -30,8 +33,9 @@ TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "head" / "templates"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 AGENT_MODULE = "provisioning.head.agent"
 DEFAULT_RAY_VERSION = "2.60.0"
-# Azure accepts at most 64 KiB of custom data before base64 encoding.
-MAX_CUSTOM_DATA_BYTES = 64 * 1024
+# Azure's limit for osProfile.customData: "The maximum length of the binary array is 65535 bytes" (the decoded
+# bytes, before base64), one byte short of 64 KiB.
+MAX_CUSTOM_DATA_BYTES = 65_535
 CREDENTIAL_FILE = "/etc/ray/cluster-token"
 CONTROL_DIR = "/opt/ray/control"
 
@@ -99,6 +103,7 @@ def ray_start_arguments(spec: NodeBootSpec) -> list[str]:
 def render_cloud_config(spec: NodeBootSpec) -> str:
     """The `#cloud-config` document, before compression."""
     role = "head" if spec.is_head else "worker"
+    credential_units = ["ray-node", "ray-head-agent"] if spec.is_head else ["ray-node"]
     values = {
         "cluster_name": spec.cluster_name,
         "instance_id": spec.instance_id,
@@ -113,11 +118,15 @@ def render_cloud_config(spec: NodeBootSpec) -> str:
         "gcs_port": str(network.GCS_PORT),
         "agent_port": str(network.HEAD_AGENT_PORT),
         "control_plane_url": shlex.quote(spec.control_plane_url),
+        "boot_phase_url": boot_phase_url(spec),
+        "credential_units": " ".join(credential_units),
     }
     files: list[dict[str, str]] = [
         {"path": CREDENTIAL_FILE, "permissions": "0600", "owner": "root:root", "content": spec.cluster_token},
+        _file("/opt/ray/boot-functions.sh", _render("boot-functions.sh", values), "0644"),
         _file("/opt/ray/bootstrap.sh", _render("bootstrap.sh", values), "0755"),
         _file("/opt/ray/start-ray.sh", _render("start-ray.sh", values), "0755"),
+        _file("/opt/ray/systemd-credentials.sh", _render("systemd-credentials.sh", values), "0755"),
         _file("/etc/systemd/system/ray-node.service", _render("ray-node.service", values), "0644"),
     ]
     if spec.is_head:
@@ -131,11 +140,26 @@ def render_cloud_config(spec: NodeBootSpec) -> str:
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False, width=1_000_000)
 
 
+def boot_phase_url(spec: NodeBootSpec) -> str:
+    """Where the boot script reports its phases: the head agent, on loopback from the head, else on the head's IP."""
+    head_host = "127.0.0.1" if spec.is_head else spec.head_address.rpartition(":")[0]
+    if not head_host:
+        raise ValueError("a worker needs the head's GCS address")
+    return f"http://{head_host}:{network.HEAD_AGENT_PORT}/v1/boot-phase"
+
+
+def compressed_cloud_config(spec: NodeBootSpec) -> bytes:
+    """The gzip-compressed cloud-config (mtime 0: one spec, one byte string); Azure limits the size of these bytes."""
+    return gzip.compress(render_cloud_config(spec).encode(), mtime=0)
+
+
 def render_custom_data(spec: NodeBootSpec) -> str:
     """Base64 of the gzip-compressed cloud-config: what goes into `osProfile.customData`."""
-    compressed = gzip.compress(render_cloud_config(spec).encode(), mtime=0)
+    compressed = compressed_cloud_config(spec)
     if len(compressed) > MAX_CUSTOM_DATA_BYTES:
-        raise ValueError(f"custom data is {len(compressed)} bytes; Azure accepts at most {MAX_CUSTOM_DATA_BYTES}")
+        raise ValueError(
+            f"custom data is {len(compressed)} bytes (gzip-compressed); Azure accepts at most {MAX_CUSTOM_DATA_BYTES}"
+        )
     return base64.b64encode(compressed).decode()
 
 
