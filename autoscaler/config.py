@@ -168,18 +168,13 @@ _RESERVED_SSH_USERS = frozenset(
     }
 )  # fmt: skip
 
-_SSH_KEY_TYPES = frozenset(
-    {
-        "ssh-rsa",
-        "ssh-ed25519",
-        "ssh-dss",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "sk-ssh-ed25519@openssh.com",
-        "sk-ecdsa-sha2-nistp256@openssh.com",
-    }
-)
+# Azure accepts only RSA (2048 bits or more) and Ed25519 public keys for Linux VMs (Compute answers InvalidParameter).
+_SSH_KEY_TYPES = frozenset({"ssh-rsa", "ssh-ed25519"})
+MIN_RSA_KEY_BITS = 2048
+# osDisk.managedDisk.storageAccountType values (Compute's StorageAccountTypes).
+OsDiskType = Literal[
+    "Standard_LRS", "Premium_LRS", "StandardSSD_LRS", "UltraSSD_LRS", "Premium_ZRS", "StandardSSD_ZRS", "PremiumV2_LRS"
+]
 
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _SUBSCRIPTION_ID = re.compile(_GUID + r"")
@@ -193,6 +188,12 @@ _SUBNET_ID = re.compile(
 _ZONE = re.compile(r"[0-9]{1,2}")
 _ZONES_DISABLED = frozenset({"", "auto", "none", "null"})
 _VM_SIZE = re.compile(r"[A-Za-z0-9_]{1,64}")
+# A managed image, a Compute Gallery image definition (latest version) or one of its versions.
+_IMAGE_ID = re.compile(
+    rf"/subscriptions/{_GUID}/resourceGroups/[-\w.()]{{1,90}}/providers/Microsoft\.Compute/"
+    r"(images/[^/]+|galleries/[^/]+/images/[^/]+(/versions/[^/]+)?)",
+    re.IGNORECASE,
+)
 
 
 def is_valid_cluster_name(name: str) -> bool:
@@ -221,7 +222,20 @@ def _check_ssh_public_key(value: str) -> str:
     embedded_length = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else -1
     if blob[4 : 4 + embedded_length].decode("ascii", errors="replace") != fields[0]:
         raise ValueError(f"the key data does not hold a {fields[0]} key")
+    if fields[0] == "ssh-rsa" and _rsa_modulus_bits(blob) < MIN_RSA_KEY_BITS:
+        raise ValueError(f"RSA keys must have at least {MIN_RSA_KEY_BITS} bits (Azure refuses shorter ones)")
     return key
+
+
+def _rsa_modulus_bits(blob: bytes) -> int:
+    """Bit length of an OpenSSH RSA public key's modulus: the blob is string type, mpint e, mpint n."""
+    offset = 0
+    fields: list[bytes] = []
+    for _ in range(3):
+        length = int.from_bytes(blob[offset : offset + 4], "big")
+        fields.append(blob[offset + 4 : offset + 4 + length])
+        offset += 4 + length
+    return int.from_bytes(fields[2], "big").bit_length()
 
 
 def _looks_like_file_path(text: str) -> bool:
@@ -273,12 +287,23 @@ class AzureArmParameters(BaseModel):
     imageOffer: str | None = Field(default=None, min_length=1)
     imageSku: str | None = Field(default=None, min_length=1)
     imageVersion: str | None = Field(default=None, min_length=1)
-    imageId: str | None = Field(default=None, pattern=r"^/")  # overrides the four image fields, as in Ray
+    imageId: str | None = None  # overrides the four image fields, as in Ray
     priority: Literal["Regular", "Spot", "Low"] = "Regular"
     evictionPolicy: Literal["Delete", "Deallocate"] | None = None
     billingProfile: BillingProfile | None = None
     osDiskSizeGB: int | None = Field(default=None, gt=0, le=4095)
-    osDiskType: str | None = Field(default=None, min_length=1)
+    osDiskType: OsDiskType | None = None
+
+    @field_validator("imageId")
+    @classmethod
+    def _image_resource_id(cls, value: str | None) -> str | None:
+        if value is not None and not _IMAGE_ID.fullmatch(value):
+            raise ValueError(
+                "must be the resource id of a managed image or a Compute Gallery image (version): /subscriptions/"
+                "<guid>/resourceGroups/<group>/providers/Microsoft.Compute/galleries/<gallery>/images/<image>"
+                "[/versions/<version>]"
+            )
+        return value
 
     @property
     def is_spot(self) -> bool:

@@ -101,10 +101,20 @@ def node_path(node_type: str, field: str) -> str:
     return format_path(node(node_type, field))
 
 
-def openssh_public_key(key_type: str, comment: str = "me@laptop") -> str:
-    """A well-formed OpenSSH public key line (type, then base64 of a blob that starts with the type)."""
-    blob = len(key_type).to_bytes(4, "big") + key_type.encode() + (32).to_bytes(4, "big") + bytes(range(32))
+def openssh_public_key(key_type: str, comment: str = "me@laptop", *, rsa_bits: int = 2048) -> str:
+    """A well-formed OpenSSH public key line (type, then base64 of a blob that starts with the type; for RSA, the
+    blob then holds e and an n of `rsa_bits` bits)."""
+    blob = _ssh_string(key_type.encode())
+    if key_type == "ssh-rsa":
+        modulus = (1 << (rsa_bits - 1)) | 1
+        blob += _ssh_string((65537).to_bytes(3, "big")) + _ssh_string(b"\x00" + modulus.to_bytes(rsa_bits // 8, "big"))
+    else:
+        blob += _ssh_string(bytes(range(32)))
     return f"{key_type} {base64.b64encode(blob).decode()} {comment}"
+
+
+def _ssh_string(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
 
 
 def error_paths(body: object, content_type: str | None = None) -> set[str]:
@@ -265,6 +275,31 @@ INVALID_CASES: list[Any] = [
         None,
         {"auth.ssh_public_key"},
         id="public-key-type-mismatch",
+    ),
+    # Azure takes only RSA of 2048 bits or more and Ed25519 for Linux VMs.
+    pytest.param(
+        changed(BASE, (("auth", "ssh_public_key"), openssh_public_key("ssh-rsa", rsa_bits=1024))),
+        None,
+        {"auth.ssh_public_key"},
+        id="public-key-rsa-too-short",
+    ),
+    pytest.param(
+        changed(BASE, (("auth", "ssh_public_key"), openssh_public_key("ecdsa-sha2-nistp256"))),
+        None,
+        {"auth.ssh_public_key"},
+        id="public-key-ecdsa-refused-by-azure",
+    ),
+    pytest.param(
+        changed(BASE, (arm(CPU, "osDiskType"), "Premium_SSD")),
+        None,
+        {arm_path(CPU, "osDiskType")},
+        id="os-disk-type-unknown",
+    ),
+    pytest.param(
+        changed(BASE, (arm(CPU, "imageId"), "/images/ray")),
+        None,
+        {arm_path(CPU, "imageId")},
+        id="image-id-not-a-resource-id",
     ),
     pytest.param(changed(BASE, (("auth", "ssh_user"), "root")), None, {"auth.ssh_user"}, id="ssh-user-reserved"),
     pytest.param(changed(BASE, (("auth", "ssh_user"), "Ubuntu User")), None, {"auth.ssh_user"}, id="ssh-user-invalid"),
@@ -551,9 +586,9 @@ VALID_CASES: list[Any] = [
         changed(BASE, (("auth", "ssh_public_key"), openssh_public_key("ssh-rsa", ""))), None, id="rsa-key-no-comment"
     ),
     pytest.param(
-        changed(BASE, (("auth", "ssh_public_key"), openssh_public_key("ecdsa-sha2-nistp256") + "\n")),
+        changed(BASE, (("auth", "ssh_public_key"), openssh_public_key("ssh-ed25519") + "\n")),
         None,
-        id="ecdsa-key-trailing-newline",
+        id="key-trailing-newline",
     ),
     pytest.param(
         changed(
@@ -562,7 +597,10 @@ VALID_CASES: list[Any] = [
             (arm(GPU, "imageOffer"), DELETE),
             (arm(GPU, "imageSku"), DELETE),
             (arm(GPU, "imageVersion"), DELETE),
-            (arm(GPU, "imageId"), "/subscriptions/0/resourceGroups/img/providers/Microsoft.Compute/images/ray"),
+            (
+                arm(GPU, "imageId"),
+                "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/img/providers/Microsoft.Compute/images/ray",
+            ),
         ),
         None,
         id="image-id",

@@ -20,7 +20,7 @@ SECRET_PATHS = [
 ]
 
 
-def _funcignore() -> pathspec.PathSpec:
+def _funcignore() -> pathspec.PathSpec[pathspec.Pattern]:
     return pathspec.PathSpec.from_lines("gitwildmatch", (ROOT / ".funcignore").read_text().splitlines())
 
 
