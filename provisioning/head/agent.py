@@ -3,8 +3,8 @@
     python -m provisioning.head.agent --gcs-address HOST:PORT --host 127.0.0.1 --port PORT --cluster-name NAME
         --token-file PATH [--control-plane-url URL] [--poll-interval-s 0.25] [--wake-debounce-s 2.0]
 
-(the token may come from the `AGENT_TOKEN` environment variable instead, as systemd passes it). Endpoints
-(DESIGN.md "Head agent"):
+(the token may come from the `AGENT_TOKEN` environment variable instead). Endpoints (boot phases:
+docs/decisions/boot-phases.md):
 - `GET /v1/healthz`: no auth; answers as soon as the agent listens, whether or not the GCS is reachable.
 - `GET /v1/state`: Ray's demand and nodes, from the GCS autoscaler state (JSON: see agent_gcs.py), plus
   `"boot_phases"`: the last boot phase each VM reported (agent_boot.py). 503 while the GCS cannot be read.

@@ -6,8 +6,8 @@ agent must start and answer (`/v1/healthz`, boot-phase reports, 503 for Ray's st
 starting or not importable by this Python at all. Ray ships no type stubs for `_raylet`, so the objects it returns are
 handled as `Any` and checked where they are read.
 
-The JSON built by `cluster_state_payload` is the wire contract of `GET /v1/state` (DESIGN.md "Head agent"),
-read back by `autoscaler.ray_state.parse_state`:
+The JSON built by `cluster_state_payload` is the wire contract of `GET /v1/state`, read back by
+`autoscaler.ray_state.parse_state`:
 
     {"cluster_name": str, "cluster_resource_state_version": int,
      "nodes": [{"ray_node_id": hex, "instance_id": str, "node_type": str,

@@ -18,16 +18,27 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import requests
+import yaml
 
 from autoscaler.model import GangDemand, GangStrategy, RayNode, RayNodeStatus, RayState, ShapeDemand
-from autoscaler.ray_state import DrainResult, HeadAuthError, HeadUnreachableError, HttpRayStateReader
+from autoscaler.ray_state import (
+    BootPhase,
+    DrainResult,
+    HeadAuthError,
+    HeadUnreachableError,
+    HttpRayStateReader,
+    parse_boot_phases,
+    parse_state,
+)
 from autoscaler.tokens import cluster_token
+from provisioning.azure.cloud_init import NodeBootSpec, render_cloud_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_NAME = "agent-test"
@@ -505,6 +516,60 @@ def test_demand_wakes_the_control_plane_at_once_then_debounced(
     read_state_when(reader, agent, has_no_demand, "the cancelled tasks to leave the demand")
 
 
+@pytest.mark.ray
+def test_a_boot_phase_reported_by_the_boot_script_shows_in_the_state(
+    agent: AgentProcess, reader: HttpRayStateReader, tmp_path: Path
+) -> None:
+    read_state_when(reader, agent, lambda state: True, "the agent to reach the GCS")
+    token_file = tmp_path / "cluster-token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    finished = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'source "$0"; report_boot_phase ray_started "ray-node.service started"',
+            boot_functions(tmp_path),
+        ],
+        env={
+            "PATH": os.environ["PATH"],
+            "TOKEN_FILE": str(token_file),
+            "INSTANCE_ID": "worker-booting-1",
+            "BOOT_PHASE_URL": f"{agent.url}/v1/boot-phase",
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert "not reported" not in finished.stdout
+
+    state = requests.get(f"{agent.url}/v1/state", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).json()
+    report = parse_boot_phases(state)["worker-booting-1"]
+    assert (report.phase, report.detail) == (BootPhase.RAY_STARTED, "ray-node.service started")
+    assert abs((datetime.now(UTC) - report.at).total_seconds()) < 60
+    assert parse_state(state).nodes, "the state of Ray is unchanged by the boot phases beside it"
+
+
+def boot_functions(directory: Path) -> str:
+    """The boot functions as cloud-init writes them to a worker, in `directory`."""
+    spec = NodeBootSpec(
+        cluster_name=CLUSTER_NAME,
+        instance_id="worker-booting-1",
+        node_type="cpu-worker",
+        is_head=False,
+        resources={"CPU": 1},
+        cluster_token=TOKEN,
+        ssh_user="ubuntu",
+        head_address="10.100.0.4:6379",
+    )
+    document = yaml.safe_load(render_cloud_config(spec))
+    (content,) = [entry["content"] for entry in document["write_files"] if entry["path"].endswith("boot-functions.sh")]
+    path = directory / "boot-functions.sh"
+    path.write_text(content)
+    return str(path)
+
+
 # --------------------------------------------------------------------------------------------
 # The agent without a reachable GCS, without a token, without Ray
 # --------------------------------------------------------------------------------------------
@@ -586,6 +651,53 @@ def test_agent_without_ray_still_serves_and_answers_state_503_saying_ray_is_miss
     )
     assert response.status_code == 503
     assert "Ray is not installed" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("authorization", "expected_status"),
+    [pytest.param(None, 401, id="missing"), pytest.param("Bearer not-the-cluster-token", 403, id="wrong")],
+)
+def test_boot_phase_reports_need_the_cluster_token(
+    agent_without_ray: AgentProcess, authorization: str | None, expected_status: int
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    body = {"instance_id": "worker-1", "phase": "cloud_init_running"}
+    response = requests.post(f"{agent_without_ray.url}/v1/boot-phase", json=body, headers=headers, timeout=5)
+    assert (response.status_code, response.json()["field"]) == (expected_status, "Authorization")
+
+
+def test_a_boot_phase_is_taken_while_ray_cannot_be_read(agent_without_ray: AgentProcess) -> None:
+    response = requests.post(
+        f"{agent_without_ray.url}/v1/boot-phase",
+        json={"instance_id": "worker-1", "phase": "cloud_init_running", "detail": "bootstrap started"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=5,
+    )
+    assert response.status_code == 200
+    answer = response.json()
+    assert (answer["instance_id"], answer["phase"], answer["detail"]) == (
+        "worker-1",
+        "cloud_init_running",
+        "bootstrap started",
+    )
+    assert datetime.fromisoformat(answer["at"].replace("Z", "+00:00")).tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("body", "failing_field"),
+    [
+        pytest.param({"instance_id": "../etc", "phase": "ray_started"}, "instance_id", id="bad-instance-id"),
+        pytest.param({"instance_id": "worker-1", "phase": "joined"}, "phase", id="phase-not-reportable"),
+        pytest.param({"instance_id": "worker-1", "phase": "ray_started", "detail": ["x"]}, "detail", id="detail-list"),
+    ],
+)
+def test_boot_phase_report_refuses_a_malformed_body(
+    agent_without_ray: AgentProcess, body: dict[str, Any], failing_field: str
+) -> None:
+    response = requests.post(
+        f"{agent_without_ray.url}/v1/boot-phase", json=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+    )
+    assert (response.status_code, response.json()["field"]) == (400, failing_field)
 
 
 # --------------------------------------------------------------------------------------------
