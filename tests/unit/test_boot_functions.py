@@ -244,3 +244,75 @@ def test_an_unreachable_head_agent_does_not_stop_the_boot(logging_curl: BootShel
     assert finished.returncode == 0
     assert "boot phase cloud_init_running not reported" in finished.stdout
     assert "boot goes on" in finished.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# bootstrap.sh as a whole, its paths moved into a temporary directory
+# --------------------------------------------------------------------------------------------
+
+
+def run_worker_bootstrap(shell: BootShell, agent_url: str, initialization_commands: list[str]) -> str:
+    """Runs the rendered worker bootstrap.sh with Ray "installed" (a fake `ray`) and returns its log."""
+    spec = NodeBootSpec(
+        cluster_name="demo",
+        instance_id="worker0001",
+        node_type="cpu",
+        is_head=False,
+        resources={"CPU": 1},
+        cluster_token=TOKEN,
+        ssh_user="ubuntu",
+        head_address="10.100.0.4:6379",
+        initialization_commands=initialization_commands,
+    )
+    files = {entry["path"]: entry["content"] for entry in yaml.safe_load(render_cloud_config(spec))["write_files"]}
+    root = shell.directory / "root"
+    moved = {
+        "http://10.100.0.4:8270/v1/boot-phase": agent_url,  # only loopback traffic from tests
+        "/var/log/ray-bootstrap.log": str(root / "ray-bootstrap.log"),
+        "/etc/systemd/system": str(root / "units"),
+        "/opt/ray": str(root / "opt"),
+    }
+    (root / "opt").mkdir(parents=True)
+    (root / "units").mkdir()
+    for path, rendered in files.items():
+        if path.startswith("/opt/ray/") and path.endswith(".sh"):
+            content = rendered
+            for old, new in moved.items():
+                content = content.replace(old, new)
+            script = root / "opt" / Path(path).name
+            script.write_text(content)
+            script.chmod(0o755)
+    assert "10.100.0.4" not in (root / "opt" / "bootstrap.sh").read_text()
+    shell.fake("ray", "echo 'ray, version 2.60.0'")
+    shell.fake("systemctl", 'if [ "$1" = --version ]; then echo "systemd 252 (252.38-1)"; fi')
+    shell.run(f'bash "{root / "opt" / "bootstrap.sh"}"')
+    return (root / "ray-bootstrap.log").read_text()
+
+
+def test_a_worker_boot_reports_cloud_init_running_then_ray_started(
+    logging_curl: BootShell, head_agent: tuple[str, list[Report]]
+) -> None:
+    url, received = head_agent
+    log = run_worker_bootstrap(logging_curl, url, ["echo initialized"])
+    assert [report.body["phase"] for report in received] == ["cloud_init_running", "ray_started"], log
+    assert "systemctl enable --now ray-node.service" in logging_curl.calls("systemctl")
+
+
+@pytest.mark.parametrize(
+    ("failing_command", "expected_detail"),
+    [
+        pytest.param(
+            "sh -c 'exit 7'", "running the initialization commands failed: exit 7 at bootstrap.sh line ", id="command"
+        ),
+        pytest.param("exit 7", "running the initialization commands failed: exit 7. See", id="exit"),
+        pytest.param("echo $UNSET_VARIABLE", "running the initialization commands failed: exit 1", id="unset-variable"),
+    ],
+)
+def test_a_failing_initialization_command_is_reported_as_boot_failed_naming_the_step(
+    logging_curl: BootShell, head_agent: tuple[str, list[Report]], failing_command: str, expected_detail: str
+) -> None:
+    url, received = head_agent
+    log = run_worker_bootstrap(logging_curl, url, ["echo initializing", failing_command])
+    assert [report.body["phase"] for report in received] == ["cloud_init_running", "boot_failed"], log
+    assert received[-1].body["detail"].startswith(expected_detail)
+    assert not [call for call in logging_curl.calls("systemctl") if "enable" in call], "Ray must not start"

@@ -16,13 +16,19 @@ BOOT_PHASE_URL="$boot_phase_url"
 source /opt/ray/boot-functions.sh
 boot_step="starting"
 
-on_error() {
-  local exit_code="$$1" line="$$2"
-  trap - ERR
-  echo "bootstrap failed while $$boot_step (exit $$exit_code, line $$line)"
-  report_boot_phase boot_failed "$$boot_step failed: exit $$exit_code at bootstrap.sh line $$line. See /var/log/ray-bootstrap.log"
+# A failed boot is reported on the way out, whatever ended it: a failing command (set -e; the ERR trap notes its
+# line), an `exit` in the config's commands, or an unset variable (set -u, which no ERR trap sees).
+failed_line=""
+trap 'failed_line=$$LINENO' ERR
+on_exit() {
+  local exit_code="$$1"
+  if [ "$$exit_code" -ne 0 ]; then
+    echo "bootstrap failed while $$boot_step (exit $$exit_code$${failed_line:+, line $$failed_line})"
+    report_boot_phase boot_failed \
+      "$$boot_step failed: exit $$exit_code$${failed_line:+ at bootstrap.sh line $$failed_line}. See /var/log/ray-bootstrap.log"
+  fi
 }
-trap 'on_error $$? $$LINENO' ERR
+trap 'on_exit $$?' EXIT
 
 # The head's agent starts at the end of this script: only workers can report this early.
 if [ "$$NODE_ROLE" = worker ]; then
