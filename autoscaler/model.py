@@ -18,6 +18,8 @@ from autoscaler.shapes import GangStrategy, Shape, format_shape, shape_dict, sha
 
 # Listing the re-exported shape names here is what makes them part of this module's interface (mypy --strict).
 __all__ = [
+    "BootPhase",
+    "BootPhaseReport",
     "CloudInstance",
     "CloudState",
     "ClusterRecord",
@@ -146,6 +148,25 @@ class LaunchRequest:
 # --------------------------------------------------------------------------------------------
 
 
+class BootPhase(enum.StrEnum):
+    """How far a node got in its first boot, in boot order (`boot_failed` ends a boot that went wrong)."""
+
+    VM_CREATED = "vm_created"  # the cloud lists the VM; its boot script has reported nothing yet
+    CLOUD_INIT_RUNNING = "cloud_init_running"  # its boot script runs: installing Ray, the config's setup commands
+    RAY_STARTED = "ray_started"  # ray-node.service is up; Ray does not list the node yet
+    JOINED = "joined"  # Ray lists the node alive
+    BOOT_FAILED = "boot_failed"  # a step of its boot script failed; the detail says which
+
+
+@dataclass(frozen=True)
+class BootPhaseReport:
+    """The last boot phase one VM reported to the head agent, and when the agent received it."""
+
+    phase: BootPhase
+    at: datetime
+    detail: str = ""
+
+
 class RayNodeStatus(enum.StrEnum):
     RUNNING = "running"  # has work (not idle)
     IDLE = "idle"
@@ -190,6 +211,7 @@ class RayState:
     pending: tuple[ShapeDemand, ...] = ()  # tasks and actors waiting for resources
     gangs: tuple[GangDemand, ...] = ()  # placement groups waiting
     constraints: tuple[ShapeDemand, ...] = ()  # ray.autoscaler.sdk.request_resources
+    boot_phases: Mapping[str, BootPhaseReport] = field(default_factory=dict)  # instance id -> what its VM reported
 
     @property
     def pending_bundles(self) -> int:

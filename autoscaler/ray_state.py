@@ -11,18 +11,18 @@ reads it as "no new information about Ray this tick", never as "Ray has no nodes
 
 from __future__ import annotations
 
-import enum
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
 
 import requests
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from autoscaler.model import (
+    BootPhase,
+    BootPhaseReport,
     GangDemand,
     GangStrategy,
     RayNode,
@@ -38,29 +38,13 @@ READ_TIMEOUT_S = 5.0
 DRAIN_REASONS = ("idle", "preemption")
 
 
-class BootPhase(enum.StrEnum):
-    """How far a node got in its first boot, in boot order (`boot_failed` ends a boot that went wrong)."""
-
-    VM_CREATED = "vm_created"  # the cloud lists the VM; its boot script has reported nothing yet
-    CLOUD_INIT_RUNNING = "cloud_init_running"  # its boot script runs: installing Ray, the config's setup commands
-    RAY_STARTED = "ray_started"  # ray-node.service is up; Ray does not list the node yet
-    JOINED = "joined"  # Ray lists the node alive
-    BOOT_FAILED = "boot_failed"  # a step of its boot script failed; the detail says which
-
-
 # What a VM's boot script reports to the head agent (provisioning/head/agent_boot.py); the other phases the control
 # plane sees for itself.
 REPORTED_BOOT_PHASES = frozenset({BootPhase.CLOUD_INIT_RUNNING, BootPhase.RAY_STARTED, BootPhase.BOOT_FAILED})
 MAX_BOOT_DETAIL_CHARS = 300
 
 
-@dataclass(frozen=True)
-class BootPhaseReport:
-    """The last boot phase one VM reported to the head agent, and when the agent received it."""
-
-    phase: BootPhase
-    at: datetime
-    detail: str = ""
+__all__ = ["BootPhase", "BootPhaseReport"]  # re-exported: the boot phases are read here
 
 
 class HeadUnreachableError(Exception):
@@ -173,6 +157,7 @@ def parse_state(payload: object) -> RayState:
         pending=_fold_shapes((item.shape, item.count) for item in state.pending),
         gangs=_fold_gangs(state.gangs),
         constraints=_fold_shapes((item.shape, item.count) for item in state.constraints),
+        boot_phases=parse_boot_phases(payload),
     )
 
 

@@ -42,6 +42,7 @@ from autoscaler.model import (
 from autoscaler.planner import plan
 from autoscaler.ray_state import HeadUnreachableError, RayStateReader
 from autoscaler.state import ConflictError, StateStore
+from autoscaler.views import boot_phases_observation
 from provisioning.cloud import (
     CapacityError,
     CloudError,
@@ -377,7 +378,7 @@ def _next_cluster_record(
     stored_reasons = json.loads(decision).get("reasons") if decision else None
     if reasons and reasons != stored_reasons:
         decision = json.dumps({"at": tick.now.isoformat(), "reasons": reasons})
-    observation = cluster.last_observation if ray is None else _observation_json(ray, decided)
+    observation = cluster.last_observation if ray is None else _observation_json(ray, decided, tick.records.values())
     unavailable = tuple(u for u in cluster.unavailable if u.until > tick.now)
     return replace(
         cluster,
@@ -390,7 +391,7 @@ def _next_cluster_record(
     )
 
 
-def _observation_json(ray: RayState, decided: ScalingPlan) -> str:
+def _observation_json(ray: RayState, decided: ScalingPlan, records: Iterable[InstanceRecord]) -> str:
     """What GET /api/clusters/{name} shows of Ray: stable between ticks unless Ray's demand changes (no timestamp)."""
     return json.dumps(
         {
@@ -403,6 +404,8 @@ def _observation_json(ray: RayState, decided: ScalingPlan) -> str:
             "infeasible": [
                 {"shape": format_shape(i.shape), "count": i.count, "reason": i.reason} for i in decided.infeasible
             ],
+            # What booting VMs reported to the head agent (their "at" is the agent's: stable between ticks).
+            "boot_phases": boot_phases_observation(ray.boot_phases, records),
         },
         sort_keys=True,
     )

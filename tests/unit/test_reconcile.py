@@ -270,3 +270,36 @@ def test_an_inactive_cluster_is_not_reconciled(status: ClusterStatus):
     world.store.update_cluster(replace(world.cluster(), status=status))
     assert world.tick().outcome == "inactive"
     assert world.cloud.calls == []
+
+
+def test_a_booting_workers_reported_phase_shows_in_the_cluster_view_then_joined():
+    from autoscaler.model import BootPhase, BootPhaseReport
+    from autoscaler.views import ClusterView
+
+    world = running_world()
+    world.ray.state = replace(world.ray.state, pending=demand(2, 1).pending)
+    world.tick()
+    world.tick()  # the cloud lists it: allocated
+    [worker] = world.live_workers()
+    reported_at = T0 + timedelta(seconds=30)
+
+    def view_of_worker() -> Any:
+        view = ClusterView.build(world.cluster(), "local", world.nodes(), [])
+        return next(node for node in view.nodes if node.instance_id == worker.instance_id)
+
+    assert view_of_worker().boot_phase == BootPhase.VM_CREATED
+    booting = {worker.instance_id: BootPhaseReport(BootPhase.CLOUD_INIT_RUNNING, reported_at, "bootstrap started")}
+    world.ray.state = replace(world.ray.state, boot_phases=booting)
+    world.tick()
+    shown = view_of_worker()
+    assert (shown.boot_phase, shown.boot_phase_at, shown.boot_phase_detail) == (
+        BootPhase.CLOUD_INIT_RUNNING,
+        reported_at,
+        "bootstrap started",
+    )
+    writes = world.store.writes
+    world.tick()
+    assert world.store.writes == writes, "the same report again writes nothing"
+    world.ray.register(worker.instance_id, "cpu", idle_s=1, cpus=2)
+    world.tick()
+    assert view_of_worker().boot_phase == BootPhase.JOINED
