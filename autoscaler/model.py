@@ -276,6 +276,9 @@ class InstanceRecord:
     availability_zone: str = ""
     last_error: str = ""
     attempts: int = 0  # terminate/launch attempts, for backoff and failure counting
+    # When the cloud accepted the launch: the launch timeout counts from here, not from queueing (a launch may wait
+    # queued for a Retry-After or for the head's address).
+    launched_at: datetime | None = None
     etag: str = ""
 
 

@@ -696,7 +696,8 @@ class _Planner:
     def _observe_launching(self, record: InstanceRecord) -> _Slot | None:
         worker = self.types.get(record.node_type)
         timeout_s = worker.launch_timeout_s if worker else DEFAULT_LAUNCH_TIMEOUT_S
-        age_s = (self.now - record.created_at).total_seconds()
+        # From when the cloud accepted the launch: time spent queued (a Retry-After pause) is not the cloud's.
+        age_s = (self.now - (record.launched_at or record.created_at)).total_seconds()
         if record.status in _LAUNCH_TIMED and age_s > timeout_s:
             self._terminate(
                 record,

@@ -523,6 +523,7 @@ def _launch(
         return False
     tick.actions.append(f"launch {record.node_type} {record.instance_id}")
     tick.move(record.instance_id, S.REQUESTED, "launch accepted by the cloud")
+    tick.records[record.instance_id] = replace(tick.records[record.instance_id], launched_at=tick.now)
     return False
 
 

@@ -318,6 +318,8 @@ def encode_instance(record: InstanceRecord) -> Entity:
         "is_head": record.is_head,
         "attempts": record.attempts,
     }
+    if record.launched_at is not None:
+        entity["launched_at"] = _to_utc(record.launched_at, "launched_at")
     put_text(entity, "node_type", record.node_type)
     put_text(entity, "request_id", record.request_id)
     put_text(entity, "cloud_instance_id", record.cloud_instance_id)
@@ -338,6 +340,7 @@ def decode_instance(entity: Mapping[str, object], etag: str) -> InstanceRecord:
         request_id=get_text(entity, "request_id"),
         status_since=_from_utc(entity["status_since"], "status_since"),
         created_at=_from_utc(entity["created_at"], "created_at"),
+        launched_at=_from_utc(entity["launched_at"], "launched_at") if entity.get("launched_at") else None,
         is_head=_as_bool(entity.get("is_head", False), "is_head"),
         cloud_instance_id=get_text(entity, "cloud_instance_id"),
         ray_node_id=get_text(entity, "ray_node_id"),

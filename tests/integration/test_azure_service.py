@@ -35,6 +35,7 @@ from provisioning.azure.network import MANAGED_BY, TAG_CLUSTER
 from provisioning.azure.provider import vm_name_for
 from provisioning.azure.ssh import generate_ssh_keypair
 from tests.support.arm_emulator import ArmEmulator, Fault, FaultKind, iter_allow_rules
+from tests.support.arm_rules import validate_request
 from tests.support.azurite import Azurite
 from tests.support.fakes import FakeRayReader
 
@@ -199,7 +200,11 @@ class Harness:
         return response.ssh_private_key
 
     def tick(self) -> TickResult:
-        """One reconcile: the message the service queued (create, destroy, follow-up), else the timer's."""
+        """One reconcile: the message the service queued (create, destroy, follow-up), else the timer's.
+
+        Ticks are 15 s apart and ARM's operations here take well under a second (real time, strict emulator), so
+        what the last tick started has finished by the next one: the harness waits for that, as time would."""
+        assert self.arm.settle(), "ARM operations still in progress"
         self.clock.advance()
         queued = self.queue.drain()
         message = queued[0] if queued else ReconcileMessage(cluster_name=CLUSTER, reason="timer")
@@ -286,7 +291,9 @@ class Harness:
 
 @pytest.fixture
 def arm() -> Iterator[ArmEmulator]:
-    with ArmEmulator() as emulator:
+    # Strict: timed operations, references to resources still updating refused, paged lists (Azure's 50 VMs per
+    # page for the VM list by resource group), request bodies held to Azure's REST definitions.
+    with ArmEmulator(strict=True, request_validator=validate_request, page_size=50) as emulator:
         yield emulator
 
 
@@ -398,6 +405,7 @@ def test_lifecycle_through_the_service_evicted_spot_worker_is_replaced_and_destr
     harness.tick()  # every VM is deleted (with its NIC, disk and public IP)
     harness.tick()  # none is listed any more: the peerings and the network go, the cluster is deleted
     assert harness.view().status == "deleted"
+    assert harness.arm.settle()  # the deletions it started finish
     assert [resource["id"] for resource in harness.arm.resources() if is_the_clusters(resource)] == []
     # The app's VNet stays, without its peering to the cluster; everything else is as it was.
     assert harness.arm.peerings(harness.app_vnet_id) == []

@@ -297,6 +297,14 @@ SCALE_DOWN_CASES = [
         in_reasons=("launch failure: not registered with Ray 301 s after launch",),
     ),
     Case(
+        "the launch timeout counts from the launch, not from queueing (a Retry-After pause is not the cloud's)",
+        Cluster(
+            config(worker("cpu", CPU8, launch_timeout_s=300)),
+            nodes=[launching("paused", "cpu", age_s=1500, launched_age_s=30)],
+        ),
+        terminations={},
+    ),
+    Case(
         "launch timeouts apply even with Ray unreachable",
         Cluster(config(worker("cpu", CPU8)), nodes=[launching("slow", "cpu", age_s=700)], ray_reachable=False),
         terminations={"slow": False},

@@ -76,6 +76,7 @@ class Node:
     available: Mapping[str, float] | None = None  # None: all of `total`
     idle_s: float | None = None  # None: busy
     age_s: float = 60.0
+    launched_age_s: float | None = None  # None: launched when queued (age_s)
     config_hash: str = CURRENT_HASH
     ray_status: RayNodeStatus | None = None  # override; None: from idle_s
     in_ray: bool = True  # False: Ray has no node for this instance
@@ -98,8 +99,11 @@ def launching(
     age_s: float = 60.0,
     status: InstanceStatus = InstanceStatus.ALLOCATED,
     config_hash: str = CURRENT_HASH,
+    launched_age_s: float | None = None,
 ) -> Node:
-    return Node(instance_id, node_type, status=status, age_s=age_s, config_hash=config_hash)
+    return Node(
+        instance_id, node_type, status=status, age_s=age_s, config_hash=config_hash, launched_age_s=launched_age_s
+    )
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,7 @@ class Cluster:
                     created,
                     created,
                     config_hash=node.config_hash,
+                    launched_at=None if node.launched_age_s is None else NOW - timedelta(seconds=node.launched_age_s),
                 )
             )
         return records

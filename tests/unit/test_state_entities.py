@@ -191,6 +191,13 @@ def test_an_instance_row_without_optional_fields_loads_with_their_defaults() -> 
     assert decode_instance(minimal, etag="e1") == instance(node_type="", request_id="", etag="e1")
 
 
+def test_the_launch_time_survives_a_round_trip_and_is_absent_until_launched() -> None:
+    launched = instance(launched_at=T0 + timedelta(seconds=42))
+
+    assert decode_instance(encode_instance(launched), etag="") == launched
+    assert "launched_at" not in encode_instance(instance())
+
+
 def test_head_fields_unknown_to_this_version_are_ignored() -> None:
     entity = encode_cluster(cluster())
     entity["head"] = '{"ray_address": "10.0.0.4:6379", "added_later": "x"}'
