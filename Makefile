@@ -20,6 +20,7 @@ help:
 	@echo "make run          serve the API on http://127.0.0.1:7071/api with Azurite (Ctrl-C stops everything)"
 	@echo "make test         lint, types, unit, integration and e2e tests"
 	@echo "make bench        run the benchmarks under bench/"
+	@echo "make azure-smoke  deploy to a real subscription and check a spot cluster end to end (AZURE_SUBSCRIPTION_ID, SMOKE_OK=1)"
 	@echo "make clean        remove local state (.local-data, demo-out)"
 
 install: $(VENV)/.installed node_modules/.installed
@@ -29,6 +30,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements-dev.txt
+	# The repository root on the venv's path, so `.venv/bin/python bench/NAME.py` imports the project from anywhere.
+	$(PY) -c "import os, sysconfig; open(os.path.join(sysconfig.get_paths()['purelib'], 'ray-autoscaler-repo.pth'), 'w').write(os.getcwd() + '\n')"
 	touch $@
 
 node_modules/.installed: package.json
@@ -49,6 +52,7 @@ run: install local.settings.json
 	$(PY) -m local.run
 
 include infra/checks.mk
+include infra/smoke.mk
 
 test: install infra-tools lint types unit integration e2e
 
