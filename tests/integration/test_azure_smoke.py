@@ -36,7 +36,7 @@ from autoscaler.queueing import StorageReconcileQueue
 from autoscaler.ray_state import DrainResult
 from autoscaler.reconcile import ReconcileDeps
 from autoscaler.service import Service
-from autoscaler.settings import RECONCILE_QUEUE
+from autoscaler.settings import DEFAULT_RECONCILE_SCHEDULE, RECONCILE_QUEUE
 from autoscaler.state import TableStateStore
 from autoscaler.tokens import cluster_token
 from autoscaler.wiring import utc_now
@@ -75,7 +75,6 @@ FUNCTION_KEY = "loopback-function-key"
 USERS_DEFAULT_ENVIRONMENT = "dev"
 WORKER_TYPE = "ray.worker.spot"  # infra/smoke/smoke-cluster.yaml
 TOKEN_KEY = b"smoke-test-cluster-token-key-0123456789abcdef"
-EVERY_SECOND = "*/1 * * * * *"
 REPORT_KEYS = {
     "env_name",
     "cluster_name",
@@ -328,7 +327,8 @@ class LoopbackDeployment:
         fast_queues = replace(host_config.queues, max_polling_interval=timedelta(milliseconds=200))
         self.host = LocalHost(
             function_app.app,
-            {"AzureWebJobsStorage": connection, "RECONCILE_SCHEDULE": EVERY_SECOND},
+            # The deployed schedule: between timer ticks, each create and delete is driven by its follow-up messages.
+            {"AzureWebJobsStorage": connection, "RECONCILE_SCHEDULE": DEFAULT_RECONCILE_SCHEDULE},
             port=0,
             host_config=replace(host_config, queues=fast_queues),
         )
