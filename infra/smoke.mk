@@ -14,4 +14,4 @@ export AZURE_SUBSCRIPTION_ID SMOKE_OK AZURE_LOCATION SMOKE_HEAD_VM_SIZE SMOKE_WO
 .PHONY: azure-smoke
 azure-smoke:
 	@test -x $(SMOKE_PYTHON) || { echo "azure-smoke: $(SMOKE_PYTHON) is missing: run make install first" >&2; exit 2; }
-	PYTHONPATH=. $(SMOKE_PYTHON) infra/smoke/azure_smoke.py
+	@PYTHONPATH=. $(SMOKE_PYTHON) infra/smoke/azure_smoke.py
