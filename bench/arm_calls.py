@@ -199,7 +199,7 @@ def main() -> None:
         for workers in CLUSTER_SIZES:
             ray_reads[str(workers)] = ray_tick(arm, provider_class, workers)
             print(f"ray:  head + {workers:>3} workers -> {ray_reads[str(workers)]} read(s) per tick", flush=True)
-    list_calls = {size: 1 for size in reads_per_tick}  # our_tick checks that every read is a page of that one list
+    list_calls = dict.fromkeys(reads_per_tick, 1)  # our_tick checks that every read is a page of that one list
     print(
         json.dumps(
             {
