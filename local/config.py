@@ -44,6 +44,13 @@ class QueueOptions:
     visibility_timeout: timedelta = timedelta(0)  # how long a failed message stays hidden before its retry
     max_polling_interval: timedelta = timedelta(minutes=1)
     message_encoding: Literal["base64", "none"] = "base64"
+    # Not a host.json key: the Azure host hides a message it runs for 10 minutes and renews that at half-time while
+    # the function runs. Tests shorten it to see a renewal.
+    message_lease: timedelta = timedelta(minutes=10)
+
+    def __post_init__(self) -> None:
+        if self.message_lease < timedelta(seconds=1):  # the shortest visibility a queue read accepts
+            raise LocalSettingsError(f"the message lease is at least 1 s, got {self.message_lease}")
 
     @property
     def local_max_polling_interval(self) -> timedelta:

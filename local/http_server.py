@@ -1,7 +1,8 @@
 """The HTTP side of the local host: one threaded server on loopback serving every httpTrigger route.
 
 Each request becomes a `func.HttpRequest`, runs the user function through the Invoker, and the `func.HttpResponse`
-it returns is written back as is. Anything the host itself answers (404, 405, 500) is problem JSON (RFC 9457).
+it returns is written back as is. Anything the host itself answers (400, 404, 405, 500, ...) is problem JSON
+(RFC 9457), whatever the method: a method no function accepts gets 405 with `Allow` on a known path, 404 elsewhere.
 Connections close after each response: a local developer tool gains nothing from keep-alive, and it lets
 stop() finish without waiting for idle clients.
 """
@@ -12,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -74,11 +75,11 @@ class FunctionHttpServer:
 
     def handle(self, request: _RequestHandler) -> None:
         started = time.monotonic()
-        target = urlsplit(request.path)
-        status = self._dispatch(request, target.path, target.query)
+        path, query = _path_and_query(request.path)
+        status = self._dispatch(request, path, query)
         elapsed_ms = (time.monotonic() - started) * 1000
         # The query string is left out: function keys and tokens travel there.
-        logger.info("%s %s %d %.1f ms", request.command, target.path, status, elapsed_ms)
+        logger.info("%s %s %d %.1f ms", request.command, path, status, elapsed_ms)
 
     def _dispatch(self, request: _RequestHandler, path: str, query: str) -> int:
         relative_path = self._strip_prefix(path)
@@ -128,6 +129,15 @@ class FunctionHttpServer:
         return None
 
 
+def _path_and_query(request_target: str) -> tuple[str, str]:
+    if request_target.startswith("/") or "://" in request_target:
+        target = urlsplit(request_target)  # origin form, or absolute form (`http://host/path`)
+        return target.path, target.query
+    # Authority form (`CONNECT example.com:443`) or asterisk form (`OPTIONS *`): no function serves these; the
+    # target is shown as sent rather than as urlsplit would misread it (`example.com:443` as a scheme and a path).
+    return request_target, ""
+
+
 def _merged_headers(request: BaseHTTPRequestHandler) -> dict[str, str]:
     merged: dict[str, str] = {}
     for name, value in request.headers.items():
@@ -148,6 +158,9 @@ def _as_http_response(value: Any, function_name: str) -> func.HttpResponse:
 class _Server(ThreadingHTTPServer):
     daemon_threads = False
     block_on_close = True  # server_close() waits for requests in progress
+    # socketserver's default listen backlog is 5: a burst of parallel requests (a client fanning out, a benchmark)
+    # overflows it, and the kernel drops the extra connection attempts (seconds of SYN retries, or resets).
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], handler: type[_RequestHandler], owner: FunctionHttpServer) -> None:
         self.owner = owner
@@ -159,10 +172,26 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30  # a client that stops sending mid-request does not hold a thread for ever
 
-    def do_GET(self) -> None:
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        # BaseHTTPRequestHandler runs `do_<METHOD>` and answers 501 in HTML when there is none (TRACE, CONNECT, ...).
+        # Every method goes to the route table instead, which answers 405 problem JSON with `Allow` on a known
+        # path and 404 on an unknown one, as for any other method no function accepts.
+        if name.startswith("do_"):
+            return self._handle_request
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _handle_request(self) -> None:
         self.server.owner.handle(self)
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors found by the HTTP parser itself (bad request line, headers too long, ...), as problem JSON."""
+        try:
+            status = HTTPStatus(code)
+        except ValueError:
+            status = HTTPStatus.BAD_REQUEST
+        detail = f"{message or status.phrase}: {explain}" if explain else (message or status.phrase)
+        logger.info("request rejected before routing: %d %s", status.value, detail)
+        self.send_problem(status, f"{detail}.")
 
     def log_message(self, format: str, *args: Any) -> None:  # BaseHTTPRequestHandler's signature
         logger.debug(format, *args)  # FunctionHttpServer logs one line per request itself

@@ -9,8 +9,9 @@ For each queue trigger, one poller thread reads messages and runs the function o
 - an empty queue is polled again after 100 ms, doubling up to the local polling cap (see config.py); any message
   resets the wait, so a busy queue is drained without pauses.
 
-The real host reads with a long visibility lease and renews it while the function runs; here the lease is a fixed
-10 minutes (the same initial lease) without renewal, since a local invocation that outlives it is a bug to see.
+As the Azure host does, a received message is hidden for 10 minutes (`QueueOptions.message_lease`) and, while the
+function runs, hidden again for as long every half lease, so a long run is never handed a second time to another
+invocation; settling the message then uses the pop receipt of the latest renewal.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import azure.functions as func
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage as WorkerQueueMessage
 from azure.storage.queue import QueueClient
 from azure.storage.queue import QueueMessage as StoredMessage
@@ -35,14 +36,13 @@ from azure.storage.queue import QueueMessage as StoredMessage
 from local.config import QueueOptions
 from local.functions import FunctionSpec, Invoker, QueueOutputSpec, QueueTriggerSpec
 
-__all__ = ["MissingConnectionError", "QueuePoller", "QueueStorage", "poison_queue_name"]
+__all__ = ["MessageLease", "MissingConnectionError", "QueuePoller", "QueueStorage", "poison_queue_name"]
 
 logger = logging.getLogger("local.queues")
 
 # The worker's concrete message class (func.QueueMessage lacks dequeue_count); its constructor is untyped.
 new_trigger_message: Callable[..., func.QueueMessage] = WorkerQueueMessage
 
-PROCESSING_LEASE = timedelta(minutes=10)
 FIRST_EMPTY_POLL_DELAY = timedelta(milliseconds=100)
 
 
@@ -170,7 +170,7 @@ class QueuePoller:
                     self._queue.receive_messages(
                         max_messages=free_slots,
                         messages_per_page=free_slots,
-                        visibility_timeout=int(PROCESSING_LEASE.total_seconds()),
+                        visibility_timeout=math.ceil(self._options.message_lease.total_seconds()),
                     )
                 )
             except AzureError as error:
@@ -215,8 +215,9 @@ class QueuePoller:
     def _process(self, message: StoredMessage) -> None:
         dequeue_count = int(message.dequeue_count or 0)
         if dequeue_count > self._options.max_dequeue_count:
-            self._move_to_poison(message, dequeue_count)
+            self._move_to_poison(message, dequeue_count, str(message.pop_receipt))
             return
+        lease = MessageLease(self._queue, message, self._options.message_lease)
         try:
             trigger_value = new_trigger_message(
                 id=message.id,
@@ -228,7 +229,8 @@ class QueuePoller:
                 pop_receipt=message.pop_receipt,
             )
             started = time.monotonic()
-            self._invoker.invoke(self.spec, trigger_value)
+            with lease.renewed_while_running():
+                self._invoker.invoke(self.spec, trigger_value)
         except Exception:
             logger.exception(
                 "function %r failed on message %s (attempt %d of %d)",
@@ -238,15 +240,15 @@ class QueuePoller:
                 self._options.max_dequeue_count,
             )
             if dequeue_count >= self._options.max_dequeue_count:
-                self._move_to_poison(message, dequeue_count)
+                self._move_to_poison(message, dequeue_count, lease.pop_receipt)
             else:
                 self._queue.update_message(
                     message.id,
-                    pop_receipt=message.pop_receipt,
+                    pop_receipt=lease.pop_receipt,
                     visibility_timeout=math.ceil(self._options.visibility_timeout.total_seconds()),
                 )
             return
-        self._queue.delete_message(message.id, pop_receipt=message.pop_receipt)
+        self._queue.delete_message(message.id, pop_receipt=lease.pop_receipt)
         elapsed_ms = (time.monotonic() - started) * 1000
         logger.info(
             "function %r succeeded on message %s (attempt %d) in %.1f ms",
@@ -256,7 +258,7 @@ class QueuePoller:
             elapsed_ms,
         )
 
-    def _move_to_poison(self, message: StoredMessage, dequeue_count: int) -> None:
+    def _move_to_poison(self, message: StoredMessage, dequeue_count: int, pop_receipt: str) -> None:
         poison_name = poison_queue_name(self.trigger.queue_name)
         logger.warning(
             "message %s reached dequeue count %d (maxDequeueCount %d): moving it to queue %r",
@@ -267,4 +269,47 @@ class QueuePoller:
         )
         poison_queue = self._storage.client(self.trigger.connection_setting, poison_name)
         poison_queue.send_message(message.content)
-        self._queue.delete_message(message.id, pop_receipt=message.pop_receipt)
+        self._queue.delete_message(message.id, pop_receipt=pop_receipt)
+
+
+class MessageLease:
+    """How long a received message stays hidden from other receivers, renewed while its function runs.
+
+    Each renewal (an update of the message's visibility) returns a new pop receipt; the old one no longer settles
+    the message, so the poller reads `pop_receipt` only after `renewed_while_running()` has ended.
+    """
+
+    def __init__(self, queue: QueueClient, message: StoredMessage, duration: timedelta) -> None:
+        self._queue = queue
+        self.message_id = str(message.id)
+        self.pop_receipt = str(message.pop_receipt)
+        self._duration_s = math.ceil(duration.total_seconds())
+        self._renewal_interval_s = duration.total_seconds() / 2  # the Azure host renews at half the lease too
+        self._function_finished = threading.Event()
+
+    @contextlib.contextmanager
+    def renewed_while_running(self) -> Iterator[None]:
+        renewer = threading.Thread(target=self._renew_until_finished, name=f"lease-{self.message_id}", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            self._function_finished.set()
+            renewer.join()  # after this, pop_receipt is the latest and nothing changes it any more
+
+    def _renew_until_finished(self) -> None:
+        while not self._function_finished.wait(self._renewal_interval_s):
+            try:
+                receipt = self._queue.update_message(
+                    self.message_id, pop_receipt=self.pop_receipt, visibility_timeout=self._duration_s
+                )
+            except ResourceNotFoundError:
+                # Already visible again and received elsewhere (or deleted): the lease is lost for good.
+                logger.warning("message %s: lease lost; it may run twice", self.message_id)
+                return
+            except AzureError as error:
+                # Storage unreachable: the lease still holds until it expires; try again at the next interval.
+                logger.warning("message %s: could not renew its lease (%s); retrying", self.message_id, error)
+                continue
+            self.pop_receipt = str(receipt.pop_receipt)
+            logger.debug("message %s: lease renewed for %d s", self.message_id, self._duration_s)

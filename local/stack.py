@@ -44,6 +44,14 @@ class LocalStack:
         return f"{self.host.base_url}/api"
 
     def start(self) -> LocalStack:
+        """Start Azurite, then the host; if either fails, what was started is stopped before the error is raised."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # `with` does not call __exit__ when __enter__ raises: Azurite would be left running
+            raise
+
+    def _start(self) -> LocalStack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.azurite = start_azurite(self.data_dir / "azurite", ports=self.azurite_ports)
         values = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import queue
@@ -13,8 +14,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 from uuid import uuid4
 
 import azure.functions as func
@@ -150,6 +153,93 @@ def test_path_no_function_serves_gets_404_problem(start_host, path):
     assert response.json()["title"] == "Not Found"
 
 
+def listening_address(host: LocalHost) -> tuple[str, int]:
+    address, port = urlsplit(host.base_url).netloc.rsplit(":", 1)
+    return address, int(port)
+
+
+def send_as_is(host: LocalHost, method: str, target: str) -> tuple[http.client.HTTPResponse, bytes]:
+    """Send exactly `method target` (http.client, unlike requests, sends any method and request target as given)."""
+    connection = http.client.HTTPConnection(*listening_address(host), timeout=5)
+    try:
+        connection.request(method, target)
+        response = connection.getresponse()
+        return response, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT", "PROPFIND"])
+def test_method_no_function_accepts_on_a_known_path_gets_405_problem_with_allow(start_host, method):
+    response, body = send_as_is(start_host(), method, "/api/items/alpha")
+    assert response.status == 405
+    assert response.getheader("Content-Type") == "application/problem+json"
+    assert response.getheader("Allow") == "GET, DELETE"
+    problem = json.loads(body)
+    assert (problem["type"], problem["title"], problem["status"]) == ("about:blank", "Method Not Allowed", 405)
+    assert method in problem["detail"]
+
+
+@pytest.mark.parametrize(("method", "target"), [("TRACE", "/api/nothing-here"), ("CONNECT", "example.com:443")])
+def test_method_no_function_accepts_on_an_unknown_path_gets_404_problem(start_host, method, target):
+    response, body = send_as_is(start_host(), method, target)
+    assert response.status == 404
+    assert response.getheader("Content-Type") == "application/problem+json"
+    assert json.loads(body)["detail"] == f"No function serves {target}."
+
+
+def test_request_the_http_parser_rejects_gets_problem_json(start_host):
+    host = start_host()
+    with socket.create_connection(listening_address(host), timeout=5) as client:
+        oversized_header = b"X-Padding: " + b"a" * 70_000  # over the 64 KiB line limit of http.server
+        client.sendall(b"GET /api/items/alpha HTTP/1.1\r\nHost: x\r\n" + oversized_header + b"\r\n\r\n")
+        answer = read_until_closed(client)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 ")
+    assert b"Content-Type: application/problem+json" in head
+    assert json.loads(body)["status"] == 431
+
+
+def read_until_closed(client: socket.socket) -> bytes:
+    answer = b""
+    while chunk := client.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_fifty_parallel_requests_all_connect_at_once_and_get_answers(start_host):
+    host = start_host()
+    address = listening_address(host)
+    request = b"POST /api/items/alpha/actions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+    all_ready = threading.Barrier(50)
+    outcomes: queue.Queue[tuple[float, bytes] | BaseException] = queue.Queue()
+
+    def send_one() -> None:
+        all_ready.wait(timeout=10)
+        try:
+            started = time.monotonic()
+            with socket.create_connection(address, timeout=10) as client:
+                connect_s = time.monotonic() - started
+                client.sendall(request)
+                outcomes.put((connect_s, read_until_closed(client)))
+        except OSError as error:
+            outcomes.put(error)
+
+    clients = [threading.Thread(target=send_one) for _ in range(50)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(timeout=30)
+    results = [outcomes.get_nowait() for _ in range(outcomes.qsize())]
+    failures = [result for result in results if isinstance(result, BaseException)]
+    assert failures == []
+    answers = [result for result in results if not isinstance(result, BaseException)]
+    assert [answer.split(b" ", 2)[1] for _, answer in answers] == [b"202"] * 50
+    # Loopback connects complete in the kernel; only a connection attempt dropped by a full listen backlog waits,
+    # and the client's first SYN retransmission comes after 1 s.
+    assert max(connect_s for connect_s, _ in answers) < 0.9
+
+
 def test_exception_in_function_gives_500_problem_and_logs_the_traceback_only(start_host, caplog):
     host = start_host()
     response = requests.get(f"{host.base_url}/api/boom", timeout=5)
@@ -256,6 +346,31 @@ def test_message_that_always_fails_moves_to_the_poison_queue_after_max_dequeue_c
     assert poisoned.detail["body"] == ALWAYS_FAILING_BODY  # the poison queue's own trigger got the same body
     wait_until(lambda: message_count(queue_client) == 0)
     wait_until(lambda: message_count(work_queue(settings, "-poison")) == 0)  # deleted after its trigger succeeded
+
+
+# An app whose one queue function outlives the message lease, to see the lease renewed while it runs.
+long_running_app = func.FunctionApp()
+LONG_RUN_S = 3.0
+SHORT_LEASE = timedelta(seconds=2)  # renewed every second while the function runs
+long_runs: queue.Queue[int] = queue.Queue()  # the dequeue count of each run
+
+
+@long_running_app.queue_trigger(arg_name="message", queue_name="%WORK_QUEUE%", connection="AzureWebJobsStorage")
+def outlives_its_lease(message: func.QueueMessage) -> None:
+    long_runs.put(int(message.dequeue_count or 0))
+    time.sleep(LONG_RUN_S)
+
+
+def test_message_whose_function_outlives_the_lease_runs_once_and_is_deleted(settings):
+    queue_client = work_queue(settings)
+    host_config = HostConfig(queues=replace(FAST_QUEUES, message_lease=SHORT_LEASE))
+    with LocalHost(long_running_app, settings, port=0, host_config=host_config):
+        queue_client.send_message(base64.b64encode(b"long job").decode("ascii"))
+        assert long_runs.get(timeout=10) == 1
+        # Unrenewed, the message would be visible again after 2 s and handed to a second run while the first goes on.
+        time.sleep(LONG_RUN_S + 1)
+        assert long_runs.empty()
+        wait_until(lambda: message_count(queue_client) == 0)  # deleted with the pop receipt of the last renewal
 
 
 # ---- start-up checks and shutdown ----
