@@ -23,6 +23,7 @@ from tests.support.arm_emulator import (
     DEFAULT_PRINCIPAL_ID,
     STRICT_ENV,
     TEST_ACCESS_TOKEN,
+    TRACE_ENV,
     AccessCheck,
     ArmEmulator,
     Fault,
@@ -797,3 +798,19 @@ def test_settle_waits_for_every_operation(arm: ArmEmulator) -> None:
     assert arm.operations_in_progress() == 1
     assert arm.settle(timeout_s=2.0)
     assert arm.resources()[0]["properties"]["provisioningState"] == "Succeeded"
+
+
+def test_error_answers_are_kept_and_traced_to_a_file(
+    arm: ArmEmulator, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trace = tmp_path / "trace.jsonl"
+    monkeypatch.setenv(TRACE_ENV, str(trace))
+
+    call(arm, "GET", nsg_path(arm))
+
+    assert arm.error_log == [
+        ("GET", nsg_path(arm), 404, "ResourceNotFound", f"The Resource '{nsg_path(arm)}' was not found.")
+    ]
+    (line,) = trace.read_text().splitlines()
+    assert json.loads(line)["code"] == "ResourceNotFound"
+    assert "test_error_answers_are_kept_and_traced_to_a_file" in json.loads(line)["test"]

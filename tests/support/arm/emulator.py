@@ -19,7 +19,10 @@ It serves HTTPS on 127.0.0.1 with a throwaway CA from `trustme`; clients trust i
 - fault injection (`inject(Fault(...))`): a queue of faults matched by method + path regex;
 - spot eviction (`evict(vm_name, mode=...)`);
 - request counting by method and normalized path, and by read/write, for tests and benchmarks;
-- a `request_validator` hook, called for every request before routing (request-body validation lives elsewhere).
+- a `request_validator` hook, called for every request before routing (request-body validation lives elsewhere);
+- `error_log`: every error answer (method, path, status, code, message); with ARM_EMULATOR_TRACE=<file> each is also
+  appended to that file as a JSON line naming the running test, to see why a suite fails in strict mode;
+- `settle()` waits until no operation is in progress (what a test does where production code would poll).
 
 Strict mode (`strict=True`; the default is STRICT_BY_DEFAULT, or the ARM_EMULATOR_STRICT environment variable)
 models ARM's real semantics. Each part has its own constructor option, on in strict mode unless given:
@@ -98,6 +101,7 @@ from tests.support.arm.throttling import Throttle, ThrottleBudgets, compute_grou
 # resources still held by a VM being deleted. Flip this once they pass with ARM_EMULATOR_STRICT=1.
 STRICT_BY_DEFAULT = False
 STRICT_ENV = "ARM_EMULATOR_STRICT"  # "1": strict by default for this process (to run the suites strict), "0": not
+TRACE_ENV = "ARM_EMULATOR_TRACE"  # a file path: every error answer is appended to it as a JSON line
 
 DEFAULT_SUBSCRIPTION_ID = "00000000-0000-0000-0000-0000000000a1"
 DEFAULT_LOCATION = "eastus"
@@ -315,6 +319,7 @@ class ArmEmulator:
         self.requests_by_route: Counter[tuple[str, str]] = Counter()
         self.requests_by_kind: Counter[str] = Counter()
         self.request_log: list[tuple[str, str, int]] = []  # (method, path, status)
+        self.error_log: list[tuple[str, str, int, str, str]] = []  # (method, path, status, code, message)
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._temp_dir: Path | None = None
@@ -391,6 +396,7 @@ class ArmEmulator:
             self.requests_by_route.clear()
             self.requests_by_kind.clear()
             self.request_log.clear()
+            self.error_log.clear()
 
     @property
     def reads(self) -> int:
@@ -542,7 +548,21 @@ class ArmEmulator:
             self.requests_by_route[(method, normalize_path(path))] += 1
             self.requests_by_kind["read" if method in ("GET", "HEAD") else "write"] += 1
             self.request_log.append((method, path, status))
+            if status >= 400:
+                self._record_error(method, path, status, payload)
             return status, response_headers, payload
+
+    def _record_error(self, method: str, path: str, status: int, payload: JsonDict | None) -> None:
+        """Keep every error answer (and append it to the ARM_EMULATOR_TRACE file, if set, with the test's name)."""
+        error = (payload or {}).get("error") or {}
+        entry = (method, path, status, str(error.get("code", "")), str(error.get("message", "")))
+        self.error_log.append(entry)
+        trace = os.environ.get(TRACE_ENV)
+        if trace:
+            line: dict[str, object] = {"test": os.environ.get("PYTEST_CURRENT_TEST", ""), "method": method}
+            line |= {"path": path, "status": status, "code": entry[3], "message": entry[4]}
+            with Path(trace).open("a") as handle:
+                handle.write(json.dumps(line) + "\n")
 
     def _handle_locked(
         self,
