@@ -257,6 +257,16 @@ class ClusterRecord:
     ignored_fields: tuple[str, ...] = ()
     status_reason: str = ""
     launches_paused_until: datetime | None = None  # the cloud throttled launches (429 Retry-After) until then
+    # Failure isolation: ticks that failed in a row, why the last one failed, and when the next may run. A success
+    # resets all three; a tick before `backoff_until` returns at once without touching the cloud.
+    consecutive_failures: int = 0
+    last_error: str = ""
+    last_error_at: datetime | None = None
+    backoff_until: datetime | None = None
+    # Set (and saved) before the first provider call that could create anything for this generation. While False,
+    # nothing of it exists in the cloud, so deleting it needs no provider at all.
+    cloud_touched: bool = False
+    head_auth_error: str = ""  # the head agent refuses the cluster token; "" while it accepts it (or is unknown)
     etag: str = ""  # set by the store; an update must carry the etag it read
 
 

@@ -9,6 +9,11 @@
 
 The tick is level-triggered: it recomputes everything from what it observes, so a duplicate, late or lost message,
 an overlapping tick or a crash between two steps is harmless. It never waits on a long-running cloud operation.
+
+Failure isolation (docs/decisions/failure-isolation.md): whatever one cluster's tick raises (its stored config does
+not parse, its provider cannot be built, the cloud list fails, a bug) ends that tick with a `tick-failed` event and a
+per-cluster backoff recorded on the cluster row (15 s, doubling, at most 15 min). Ticks before the backoff ends return
+at once without building the provider. Only an unavailable store escapes: nothing can be recorded then.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from autoscaler import lifecycle
-from autoscaler.config import ClusterConfig
+from autoscaler.config import ClusterConfig, ConfigError
 from autoscaler.model import (
     CloudInstance,
     CloudState,
@@ -40,8 +45,8 @@ from autoscaler.model import (
     format_shape,
 )
 from autoscaler.planner import plan
-from autoscaler.ray_state import HeadUnreachableError, RayStateReader
-from autoscaler.state import ConflictError, StateStore
+from autoscaler.ray_state import HeadAuthError, HeadUnreachableError, RayStateReader
+from autoscaler.state import ConflictError, StateStore, StorageUnavailableError
 from autoscaler.views import boot_phases_observation
 from provisioning.cloud import (
     CapacityError,
@@ -58,6 +63,9 @@ log = logging.getLogger(__name__)
 S = InstanceStatus
 HEAD_LAUNCH_ATTEMPTS = 3  # a head that fails this many times fails the cluster (with the reasons in its events)
 FINAL_RECORD_RETENTION = timedelta(minutes=30)  # terminated rows stay visible in the status for a while, then go
+BACKOFF_FIRST_S = 15.0  # one timer period: a single failure costs at most the next timer tick
+BACKOFF_MAX_S = 15 * 60.0  # a cluster that keeps failing is still retried four times an hour
+MAX_ERROR_CHARS = 1000  # of an error's text kept on the cluster row and in its event
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,8 @@ class ReconcileDeps:
 @dataclass
 class TickResult:
     cluster_name: str
-    outcome: str  # reconciled | conflict | not-found | inactive | cloud-unavailable
+    # reconciled | conflict | not-found | inactive | backing-off | failed | cloud-unavailable
+    outcome: str
     plan: ScalingPlan | None = None
     actions: list[str] = field(default_factory=list)
     head_reachable: bool = False
@@ -117,7 +126,19 @@ class _Tick:
         return [r for key, r in self.records.items() if key in self.inserted or r != self.original.get(key)]
 
 
+def failure_backoff(consecutive_failures: int) -> timedelta:
+    """How long a cluster waits after its n-th failed tick in a row: 15 s, 30 s, 60 s, ... at most 15 min."""
+    doublings = min(max(consecutive_failures - 1, 0), 32)  # bounded, so a huge count cannot overflow the float
+    return timedelta(seconds=min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2.0**doublings))
+
+
+def describe_error(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
+
+
 def reconcile(cluster_name: str, deps: ReconcileDeps) -> TickResult:
+    """One tick of one cluster. Raises only `StorageUnavailableError` (and the store's decoding errors of the cluster
+    row itself); every other failure is recorded on the cluster and answered with outcome "failed"."""
     now = deps.clock()
 
     # -- 1 read state ---------------------------------------------------------------------------------------------
@@ -126,6 +147,64 @@ def reconcile(cluster_name: str, deps: ReconcileDeps) -> TickResult:
         return TickResult(cluster_name, "not-found")
     if not cluster.status.is_active:
         return TickResult(cluster_name, "inactive", detail=f"cluster is {cluster.status}")
+    if cluster.backoff_until is not None and now < cluster.backoff_until:
+        # A cheap no-op: no config parse, no provider, no cloud call until the backoff ends.
+        return TickResult(
+            cluster_name,
+            "backing-off",
+            detail=f"backing off until {cluster.backoff_until.isoformat()} after "
+            f"{cluster.consecutive_failures} failed tick(s): {cluster.last_error}",
+        )
+    try:
+        return _reconcile_active(cluster, now, deps)
+    except StorageUnavailableError:
+        raise  # nothing can be recorded: the caller answers 503 or lets the timer bring the next tick
+    except Exception as error:
+        # Isolation: whatever this cluster's tick raised stays with this cluster, as an event and a backoff.
+        if isinstance(error, CloudError | ConfigError):
+            log.warning("cluster %s: tick failed: %s", cluster_name, describe_error(error))
+        else:
+            log.exception("cluster %s: tick failed", cluster_name)  # a bug: keep the traceback
+        return record_failure(cluster_name, deps, error, now=now)
+
+
+def record_failure(
+    cluster_name: str,
+    deps: ReconcileDeps,
+    error: BaseException,
+    *,
+    now: datetime,
+    outcome: str = "failed",
+    retry_after_s: float = 0.0,
+) -> TickResult:
+    """Count one more failed tick on the cluster row, back it off, and record why (row and event)."""
+    text = describe_error(error)
+    current = deps.store.get_cluster(cluster_name)  # re-read: the failed tick may have written the row already
+    if current is None or not current.status.is_active:
+        return TickResult(cluster_name, outcome, detail=text)
+    failures = current.consecutive_failures + 1
+    until = now + max(failure_backoff(failures), timedelta(seconds=retry_after_s))
+    try:
+        deps.store.update_cluster(
+            replace(
+                current,
+                consecutive_failures=failures,
+                last_error=text,
+                last_error_at=now,
+                backoff_until=until,
+                updated_at=now,
+            )
+        )
+    except ConflictError:
+        # Another tick wrote the row meanwhile; if this cluster keeps failing, the next failure is counted.
+        return TickResult(cluster_name, outcome, detail=text)
+    message = f"{text} (failure {failures} in a row; next attempt after {until.isoformat()})"
+    deps.store.append_event(Event(cluster_name, now, "tick-failed", message))
+    return TickResult(cluster_name, outcome, detail=text)
+
+
+def _reconcile_active(cluster: ClusterRecord, now: datetime, deps: ReconcileDeps) -> TickResult:
+    cluster_name = cluster.name
     config = ClusterConfig.from_json(cluster.config_json)
     snapshot = deps.store.read_instances(cluster_name)
     by_id = {r.instance_id: r for r in snapshot.records}
@@ -138,23 +217,36 @@ def reconcile(cluster_name: str, deps: ReconcileDeps) -> TickResult:
     try:
         cloud = {ci.instance_id: ci for ci in provider.list_instances(cluster_name)}
     except CloudError as error:
-        # Deciding on a partial picture is worse than not deciding: skip the tick, the timer brings the next one.
+        # Deciding on a partial picture is worse than not deciding: skip the tick and back off (at least as long as
+        # a throttling cloud asked), so a cloud that keeps refusing is not asked every few seconds.
         log.warning("cluster %s: cloud list failed, skipping this tick: %s", cluster_name, error)
-        return TickResult(cluster_name, "cloud-unavailable", detail=str(error))
+        retry_after_s = error.retry_after_s if isinstance(error, ThrottledError) else 0.0
+        return record_failure(
+            cluster_name, deps, error, now=now, outcome="cloud-unavailable", retry_after_s=retry_after_s
+        )
 
     # -- 3 observe Ray (the head agent) -----------------------------------------------------------------------------
     head_cloud = next((ci for ci in cloud.values() if ci.is_head), None)
     ray: RayState | None = None
+    head_auth_error = cluster.head_auth_error  # unchanged unless the agent answers this tick
     if head_cloud is not None and head_cloud.agent_url and head_cloud.state == CloudState.RUNNING:
         try:
             ray = deps.ray_reader.read_state(head_cloud.agent_url, token)
+            head_auth_error = ""
+        except HeadAuthError as error:
+            # The agent is up and refuses our token (a generation or key mix-up): not an agent that is down, and
+            # waiting will not fix it. Ray's state stays unknown (no scale-down), and the status says why.
+            log.warning("cluster %s: the head agent refuses the cluster token: %s", cluster_name, error)
+            head_auth_error = str(error)[:MAX_ERROR_CHARS]
         except HeadUnreachableError as error:
             log.info("cluster %s: head agent unreachable (%s): no new information from Ray", cluster_name, error)
 
     # -- 4 decide ---------------------------------------------------------------------------------------------------
     _sync(tick, cloud, ray)
     decided = _decide(tick, ray)
-    new_cluster = _next_cluster_record(tick, ray=ray, head_cloud=head_cloud, decided=decided, deps=deps)
+    new_cluster = _next_cluster_record(
+        tick, ray=ray, head_cloud=head_cloud, decided=decided, deps=deps, head_auth_error=head_auth_error
+    )
 
     # -- 5 save intent (the fence: one of two racing ticks wins, the other stops here) -------------------------------
     try:
@@ -353,6 +445,7 @@ def _next_cluster_record(
     head_cloud: CloudInstance | None,
     decided: ScalingPlan,
     deps: ReconcileDeps,
+    head_auth_error: str = "",
 ) -> ClusterRecord:
     cluster = tick.cluster
     status, reason = cluster.status, cluster.status_reason
@@ -380,6 +473,12 @@ def _next_cluster_record(
         decision = json.dumps({"at": tick.now.isoformat(), "reasons": reasons})
     observation = cluster.last_observation if ray is None else _observation_json(ray, decided, tick.records.values())
     unavailable = tuple(u for u in cluster.unavailable if u.until > tick.now)
+    if cluster.consecutive_failures:
+        tick.event("recovered", f"tick succeeded after {cluster.consecutive_failures} failed in a row")
+    if head_auth_error and not cluster.head_auth_error:
+        tick.event("head-auth", f"the head agent refuses the cluster token: {head_auth_error}")
+    elif cluster.head_auth_error and not head_auth_error:
+        tick.event("head-auth", "the head agent accepts the cluster token again")
     return replace(
         cluster,
         status=status,
@@ -388,6 +487,15 @@ def _next_cluster_record(
         last_decision=decision,
         last_observation=observation,
         unavailable=unavailable,
+        # A tick that got this far succeeded: the failure count and backoff start over.
+        consecutive_failures=0,
+        last_error="",
+        last_error_at=None,
+        backoff_until=None,
+        # Saved in step 5, before step 6 makes the first call that could create anything: any live record is
+        # launched, or being terminated, in the cloud from now on.
+        cloud_touched=cluster.cloud_touched or any(r.status.is_live for r in tick.records.values()),
+        head_auth_error=head_auth_error,
     )
 
 
@@ -532,6 +640,9 @@ def _drain(tick: _Tick, deps: ReconcileDeps, token: str, record: InstanceRecord,
         result = deps.ray_reader.drain(
             head_cloud.agent_url, token, record.ray_node_id, "idle", f"scale-down of {record.instance_id}"
         )
+    except HeadAuthError as error:
+        tick.event("head-auth", f"drain of {record.instance_id} refused the cluster token: {error}", record.instance_id)
+        return
     except HeadUnreachableError as error:
         tick.event("drain-unanswered", f"drain of {record.instance_id} not answered: {error}", record.instance_id)
         return

@@ -21,8 +21,8 @@ from autoscaler.config import (
     parse_cluster_config,
 )
 from autoscaler.model import ClusterRecord, ClusterStatus, Event
-from autoscaler.reconcile import ReconcileDeps, TickResult, reconcile
-from autoscaler.state import ConfigTooLargeError, ConflictError, StateStore
+from autoscaler.reconcile import ReconcileDeps, TickResult, describe_error, reconcile
+from autoscaler.state import ConfigTooLargeError, ConflictError, StateStore, StorageUnavailableError
 from autoscaler.tokens import bearer_token, tokens_match
 from autoscaler.views import (
     AcceptedResponse,
@@ -307,26 +307,37 @@ class Service:
             return AcceptedResponse(name=name, status=record.status, detail="cluster is not active")
         # Run the tick right here: going through the queue would add the trigger's polling delay (up to
         # maxPollingInterval) to every scale-up. Ticks are fenced, so one running beside a queued tick is harmless;
-        # if this one fails, the queue takes over with its retries.
-        try:
-            result = self.tick(ReconcileMessage(cluster_name=name, reason="wake", detail=reason[:500]))
-        except Exception:
-            log.exception("cluster %s: the wake-up tick failed; queueing it instead", name)
+        # if this one could not run, the queue takes over.
+        result = self.tick(ReconcileMessage(cluster_name=name, reason="wake", detail=reason[:500]))
+        if result.outcome in ("storage-unavailable", "error"):
             self._enqueue(name, "wake", reason)
             return AcceptedResponse(name=name, status=record.status, detail="reconcile queued")
         return AcceptedResponse(name=name, status=record.status, detail=f"reconciled: {result.outcome}")
 
     def enqueue_active(self) -> int:
-        """The timer's fan-out: one message per active cluster."""
+        """The timer's fan-out: one message per active cluster, none for a cluster backing off (its tick would be a
+        no-op; the first timer after its backoff ends queues it again)."""
+        now = self.clock()
         count = 0
         for record in self.store.list_clusters():
-            if record.status.is_active:
+            backing_off = record.backoff_until is not None and now < record.backoff_until
+            if record.status.is_active and not backing_off:
                 self._enqueue(record.name, "timer")
                 count += 1
         return count
 
     def tick(self, message: ReconcileMessage) -> TickResult:
-        result = reconcile(message.cluster_name, self.deps)
+        """One reconcile. Never raises: a failure of the cluster is recorded on it by `reconcile`, and a message
+        retried by the queue could only fail again (then be poisoned) while the timer brings the next tick anyway."""
+        try:
+            result = reconcile(message.cluster_name, self.deps)
+        except StorageUnavailableError as error:
+            log.warning("reconcile %s (%s): storage unavailable: %s", message.cluster_name, message.reason, error)
+            return TickResult(message.cluster_name, "storage-unavailable", detail=str(error))
+        except Exception as error:
+            # Only what `reconcile` cannot record on the cluster (e.g. its row does not decode) gets here.
+            log.exception("reconcile %s (%s): failed before it could be recorded", message.cluster_name, message.reason)
+            return TickResult(message.cluster_name, "error", detail=describe_error(error))
         # The timer starts no chain (it comes back by itself); a chain ends when the cluster settles or after
         # MAX_FOLLOW_UPS, so chains never pile up.
         if (

@@ -72,6 +72,10 @@ class ConfigTooLargeError(StateError):
     """The config does not fit in one entity even when split (HTTP 413)."""
 
 
+class StorageUnavailableError(StateError):
+    """The storage service did not answer in time, or answered 5xx: nothing about the data, try again later (503)."""
+
+
 @dataclass(frozen=True)
 class InstanceSnapshot:
     """A cluster's instance rows and its fence's etag, read together (or what one commit wrote)."""
@@ -270,6 +274,14 @@ def encode_cluster(record: ClusterRecord) -> Entity:
     put_text(entity, "status_reason", record.status_reason)
     if record.launches_paused_until is not None:
         entity["launches_paused_until"] = _to_utc(record.launches_paused_until, "launches_paused_until")
+    entity["consecutive_failures"] = record.consecutive_failures
+    put_text(entity, "last_error", record.last_error)
+    if record.last_error_at is not None:
+        entity["last_error_at"] = _to_utc(record.last_error_at, "last_error_at")
+    if record.backoff_until is not None:
+        entity["backoff_until"] = _to_utc(record.backoff_until, "backoff_until")
+    entity["cloud_touched"] = record.cloud_touched
+    put_text(entity, "head_auth_error", record.head_auth_error)
     size_bytes = entity_size_bytes(entity)
     if size_bytes > MAX_ENTITY_BYTES:
         config_bytes = utf16_units(record.config_json) * 2
@@ -300,8 +312,20 @@ def decode_cluster(entity: Mapping[str, object], etag: str) -> ClusterRecord:
             if entity.get("launches_paused_until") is not None
             else None
         ),
+        consecutive_failures=_as_int(entity.get("consecutive_failures", 0), "consecutive_failures"),
+        last_error=get_text(entity, "last_error"),
+        last_error_at=_optional_datetime(entity, "last_error_at"),
+        backoff_until=_optional_datetime(entity, "backoff_until"),
+        # A row written before the flag existed may have created anything: it is deleted through its provider.
+        cloud_touched=_as_bool(entity.get("cloud_touched", True), "cloud_touched"),
+        head_auth_error=get_text(entity, "head_auth_error"),
         etag=etag,
     )
+
+
+def _optional_datetime(entity: Mapping[str, object], name: str) -> datetime | None:
+    value = entity.get(name)
+    return None if value is None else _from_utc(value, name)
 
 
 def encode_instance(record: InstanceRecord) -> Entity:

@@ -90,7 +90,16 @@ class ClusterSummary(_View):
 class ClusterView(_View):
     name: str
     status: ClusterStatus
-    status_reason: str = ""
+    status_reason: str = Field(
+        "", description="Why the cluster is in its status; while its ticks fail, why they fail and until when it waits."
+    )
+    consecutive_failures: int = Field(0, description="Ticks that failed in a row (0 once one succeeds).")
+    last_error: str = Field("", description="Why the last tick failed; '' after a successful tick.")
+    last_error_at: datetime | None = None
+    backoff_until: datetime | None = Field(
+        None, description="No tick runs before this time (exponential backoff after failed ticks)."
+    )
+    head_auth_error: str = Field("", description="Set while the head agent refuses the cluster token.")
     provider: str
     created_at: datetime
     updated_at: datetime
@@ -137,7 +146,12 @@ class ClusterView(_View):
         return cls(
             name=record.name,
             status=record.status,
-            status_reason=record.status_reason,
+            status_reason=status_reason_of(record),
+            consecutive_failures=record.consecutive_failures,
+            last_error=record.last_error,
+            last_error_at=record.last_error_at,
+            backoff_until=record.backoff_until,
+            head_auth_error=record.head_auth_error,
             provider=provider,
             created_at=record.created_at,
             updated_at=record.updated_at,
@@ -158,6 +172,22 @@ class ClusterView(_View):
             ignored_fields=list(record.ignored_fields),
             events=[EventView(at=e.at, kind=e.kind, message=e.message, instance_id=e.instance_id) for e in events],
         )
+
+
+def status_reason_of(record: ClusterRecord) -> str:
+    """The stored reason, unless ticks are failing or the head refuses the token: then that is the news."""
+    if record.consecutive_failures:
+        until = record.backoff_until.isoformat() if record.backoff_until else "the next tick"
+        attempts = f"{record.consecutive_failures} failed attempt(s) in a row; next after {until}"
+        if record.status == ClusterStatus.DELETING:
+            return (
+                f"deleting, but what was created in the cloud cannot be removed yet ({attempts}): {record.last_error}"
+            )
+        return f"reconcile failing ({attempts}): {record.last_error}"
+    if record.head_auth_error:
+        prefix = f"{record.status_reason}; " if record.status_reason else ""
+        return f"{prefix}the head agent refuses the cluster token, Ray's state is unknown: {record.head_auth_error}"
+    return record.status_reason
 
 
 # ------------------------------------------------------------------------------------------------------------------

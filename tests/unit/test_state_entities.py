@@ -181,8 +181,31 @@ def test_a_cluster_row_without_optional_fields_loads_with_their_defaults() -> No
         generation=0,
         created_at=T0,
         updated_at=T0,
+        cloud_touched=True,
         etag="e1",
     )
+
+
+def test_a_cluster_row_written_before_cloud_touched_existed_counts_as_touched() -> None:
+    # Such a row may have launched anything: deleting it must go through its provider.
+    entity = encode_cluster(cluster(cloud_touched=False))
+    del entity["cloud_touched"]
+
+    assert decode_cluster(entity, etag="e1").cloud_touched is True
+
+
+def test_failures_backoff_and_the_cloud_touched_flag_round_trip() -> None:
+    record = cluster(
+        consecutive_failures=3,
+        last_error="InvalidRequestError: no subscription",
+        last_error_at=T0,
+        backoff_until=T0 + timedelta(seconds=60),
+        cloud_touched=False,
+        head_auth_error="403",
+        etag="e1",
+    )
+
+    assert decode_cluster(encode_cluster(record), etag="e1") == record
 
 
 def test_an_instance_row_without_optional_fields_loads_with_their_defaults() -> None:
@@ -223,6 +246,10 @@ def test_encoded_cluster_has_one_property_per_record_field() -> None:
         "unavailable",
         "ignored_fields",
         "status_reason",
+        "consecutive_failures",
+        "last_error",
+        "cloud_touched",
+        "head_auth_error",
     }
 
 
