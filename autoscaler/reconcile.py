@@ -147,6 +147,10 @@ def reconcile(cluster_name: str, deps: ReconcileDeps) -> TickResult:
         return TickResult(cluster_name, "not-found")
     if not cluster.status.is_active:
         return TickResult(cluster_name, "inactive", detail=f"cluster is {cluster.status}")
+    if cluster.status == ClusterStatus.DELETING and not cluster.cloud_touched:
+        deleted = _delete_untouched(cluster, now, deps)
+        if deleted is not None:
+            return deleted
     if cluster.backoff_until is not None and now < cluster.backoff_until:
         # A cheap no-op: no config parse, no provider, no cloud call until the backoff ends.
         return TickResult(
@@ -201,6 +205,42 @@ def record_failure(
     message = f"{text} (failure {failures} in a row; next attempt after {until.isoformat()})"
     deps.store.append_event(Event(cluster_name, now, "tick-failed", message))
     return TickResult(cluster_name, outcome, detail=text)
+
+
+def _delete_untouched(cluster: ClusterRecord, now: datetime, deps: ReconcileDeps) -> TickResult | None:
+    """Delete a cluster for which nothing was ever created in the cloud, without its config or its provider (either
+    may be what keeps failing). None when a record shows otherwise: then it is deleted through the provider."""
+    snapshot = deps.store.read_instances(cluster.name)
+    if any(r.status.is_live and r.status != S.QUEUED for r in snapshot.records):
+        return None  # cannot happen by construction (launching sets cloud_touched first); never guess
+    why = "deleted before any launch was issued"
+    cancelled = [lifecycle.transition(r, S.TERMINATED, now) for r in snapshot.records if r.status == S.QUEUED]
+    events = [
+        Event(cluster.name, now, "status", f"{r.node_type} queued -> terminated: {why}", r.instance_id)
+        for r in cancelled
+    ]
+    reason = "deleted without calling the cloud: nothing was ever created there"
+    try:
+        # The fence moves even when nothing is cancelled: a tick that read this cluster before the DELETE can then
+        # commit no launch intent after it.
+        deps.store.commit_instances(cluster.name, snapshot.fence_etag, cancelled)
+        deps.store.update_cluster(
+            replace(
+                cluster,
+                status=ClusterStatus.DELETED,
+                status_reason=reason,
+                consecutive_failures=0,
+                last_error="",
+                last_error_at=None,
+                backoff_until=None,
+                updated_at=now,
+            )
+        )
+    except ConflictError as error:
+        return TickResult(cluster.name, "conflict", detail=str(error))
+    for event in [*events, Event(cluster.name, now, "status", f"cluster {reason}")]:
+        deps.store.append_event(event)
+    return TickResult(cluster.name, "reconciled", actions=["cluster deleted"], detail=reason)
 
 
 def _reconcile_active(cluster: ClusterRecord, now: datetime, deps: ReconcileDeps) -> TickResult:

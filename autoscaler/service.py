@@ -278,12 +278,19 @@ class Service:
                         record,
                         status=ClusterStatus.DELETING,
                         status_reason="destroy requested",
+                        # The destroy is new work: it is tried at once, not after a backoff earned by other ticks.
+                        backoff_until=None,
                         updated_at=self.clock(),
                     )
                 )
             except ConflictError:
                 continue
             self.store.append_event(Event(name, self.clock(), "status", "destroy requested"))
+            if not saved.cloud_touched:
+                # Nothing exists in the cloud: the tick deletes it from storage alone, so do it now.
+                result = self.tick(ReconcileMessage(cluster_name=name, reason="destroy"))
+                if result.outcome == "reconciled" and "cluster deleted" in result.actions:
+                    return AcceptedResponse(name=name, status=ClusterStatus.DELETED, detail=result.detail)
             self._enqueue(name, "destroy")
             return AcceptedResponse(name=name, status=saved.status, detail="instances are being terminated")
         raise ClusterConflict(f"cluster {name!r} keeps changing; try again")

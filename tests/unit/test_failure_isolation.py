@@ -241,3 +241,93 @@ def test_one_clusters_failure_does_not_stop_another_clusters_tick():
     assert app.tick("iso").outcome == "failed"
     assert app.tick("fine").outcome == "reconciled"
     assert any(call.startswith("launch head") for call in cloud.calls)
+
+
+# -- every cluster can be deleted ----------------------------------------------------------------------------------
+
+
+def test_the_finding_ends_deleted_at_once_without_building_its_provider():
+    app = azure_defaults_app()
+    app.tick("default", reason="create")
+    app.tick("default", after_s=15)
+    built = app.providers.calls
+    accepted = app.service.destroy_cluster("default")
+    assert accepted.status == ClusterStatus.DELETED
+    assert app.cluster("default").status == ClusterStatus.DELETED
+    assert app.providers.calls == built
+    assert app.service.get_cluster("default").status_reason.startswith("deleted without calling the cloud")
+
+
+def test_launch_intents_of_a_cluster_that_never_launched_are_cancelled_by_the_delete():
+    # A crash after the intent was committed and before the cluster row was marked: nothing was launched.
+    from autoscaler.model import InstanceRecord, InstanceStatus
+
+    app = azure_defaults_app()
+    queued = InstanceRecord("default", "i-head", "ray.head.default", InstanceStatus.QUEUED, "r-1", T0, T0, is_head=True)
+    app.store.commit_instances("default", "", [queued])
+    app.service.destroy_cluster("default")
+    [record] = app.store.list_instances("default")
+    assert record.status == InstanceStatus.TERMINATED
+    assert app.cluster("default").status == ClusterStatus.DELETED
+    assert app.providers.calls == 0
+
+
+def test_the_cluster_is_marked_touched_before_its_first_launch_call():
+    seen_at_launch: list[bool] = []
+
+    @dataclass
+    class Recording(FakeCloudProvider):
+        def launch(self, request: Any) -> None:
+            seen_at_launch.append(app.cluster("iso").cloud_touched)
+            super().launch(request)
+
+    cloud = Recording()
+    app = local_app(lambda config: cloud)
+    assert app.cluster("iso").cloud_touched is False
+    app.tick("iso")
+    assert seen_at_launch == [True]
+
+
+def test_a_delete_racing_a_tick_that_is_about_to_launch_stops_the_launch():
+    cloud = FakeCloudProvider()
+    app = local_app(lambda config: cloud)
+
+    def delete_now() -> None:
+        cloud.before_list = None  # the DELETE's own tick lists no cloud, but be sure it cannot recurse
+        app.service.destroy_cluster("iso")
+
+    # The tick has read the cluster (creating, nothing launched) when the DELETE arrives.
+    cloud.before_list = delete_now
+    result = app.tick("iso")
+    assert result.outcome == "conflict"
+    assert not any(call.startswith("launch") for call in cloud.calls)
+    assert app.store.list_instances("iso") == [], "no launch intent is left behind in the deleted cluster"
+    app.tick("iso", reason="destroy")
+    assert app.cluster("iso").status == ClusterStatus.DELETED
+
+
+def test_a_launched_cluster_whose_provider_fails_keeps_retrying_the_delete_with_backoff_and_says_why():
+    cloud = FakeCloudProvider()
+    working = {"yes": True}
+
+    def provider_for(config: ClusterConfig) -> CloudProvider:
+        if not working["yes"]:
+            raise RuntimeError("credential expired")
+        return cloud
+
+    app = local_app(provider_for)
+    app.tick("iso")  # launches the head: something exists in the cloud now
+    working["yes"] = False
+    assert app.service.destroy_cluster("iso").status == ClusterStatus.DELETING
+    assert app.tick("iso", reason="destroy").outcome == "failed"
+    view = app.service.get_cluster("iso")
+    assert view.status == ClusterStatus.DELETING
+    assert view.status_reason.startswith("deleting, but what was created in the cloud cannot be removed yet")
+    assert "credential expired" in view.status_reason
+    assert app.tick("iso", after_s=5).outcome == "backing-off"
+    working["yes"] = True
+    for _ in range(3):
+        app.tick("iso", after_s=30)
+    assert app.cluster("iso").status == ClusterStatus.DELETED
+    assert cloud.destroyed == ["iso"]
+    assert cloud.instances == {}
