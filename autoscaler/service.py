@@ -86,6 +86,12 @@ class ReconcileQueue(Protocol):
         ...
 
 
+class ProviderCheck(Protocol):
+    def __call__(self, config: ClusterConfig) -> list[FieldError]:
+        """Why this deployment can never build a provider for `config` (one error per field); [] when it can."""
+        ...
+
+
 class SshKeyGenerator(Protocol):
     def __call__(self) -> tuple[str, str]:
         """(public key in OpenSSH format, private key in OpenSSH PEM)."""
@@ -107,8 +113,11 @@ class Service:
         ssh_keygen: SshKeyGenerator | None = None,
         clusters_resource_group: str = "",
         api_base_path: str = "/api",
+        provider_check: ProviderCheck | None = None,
     ) -> None:
         self.deps = deps
+        # Asked at create time, so a cluster whose every tick would fail is refused with 400 instead of accepted.
+        self.provider_check = provider_check
         self.store: StateStore = deps.store
         self.queue = queue
         self.allow_local_provider = allow_local_provider
@@ -132,6 +141,9 @@ class Service:
                 "this deployment does not run local clusters",
                 [FieldError(path="provider.type", message="'local' is only allowed by the local host")],
             )
+        provider_errors = self.provider_check(config) if self.provider_check is not None else []
+        if provider_errors:
+            raise InvalidRequest("this deployment cannot run this cluster's provider", provider_errors)
         submitted_hash = config.config_hash()
         for _ in range(HTTP_RETRIES_ON_CONFLICT):
             existing = self.store.get_cluster(config.cluster_name)

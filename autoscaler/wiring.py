@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from autoscaler.config import ClusterConfig
+from autoscaler.config import ClusterConfig, FieldError
 from autoscaler.model import HeadInfo
 from autoscaler.reconcile import ReconcileDeps
 from autoscaler.service import Service
@@ -46,6 +46,30 @@ class ProviderFactory:
                 provider = self._build(config)
                 self._providers[key] = provider
             return provider
+
+    def check(self, config: ClusterConfig) -> list[FieldError]:
+        """Why a provider for `config` can never be built here (the create answers 400 naming the fields); [] when
+        it can. The same conditions as the providers' constructors, without importing the cloud SDKs."""
+        if config.provider.type != "azure":
+            return []
+        errors: list[FieldError] = []
+        if not (config.provider.subscription_id or self.settings.clusters_subscription_id):
+            errors.append(
+                FieldError(
+                    "provider.subscription_id",
+                    "no subscription: set provider.subscription_id, or the app setting CLUSTERS_SUBSCRIPTION_ID",
+                )
+            )
+        if not config.provider.location:
+            errors.append(FieldError("provider.location", "an Azure region is required, e.g. 'westus2'"))
+        if not config.provider.resource_group:
+            errors.append(
+                FieldError(
+                    "provider.resource_group",
+                    "a resource group is required (or the app setting CLUSTERS_RESOURCE_GROUP)",
+                )
+            )
+        return errors
 
     def _build(self, config: ClusterConfig) -> CloudProvider:
         if config.provider.type == "local":
@@ -108,6 +132,7 @@ def build_service(settings: Settings | None = None, *, clock: Callable[[], datet
         allow_local_provider=settings.allow_local_provider,
         ssh_keygen=_ssh_keygen,
         clusters_resource_group=settings.clusters_resource_group,
+        provider_check=providers.check,
     )
 
 

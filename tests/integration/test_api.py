@@ -169,6 +169,16 @@ def test_invalid_config_is_400_problem_naming_each_failing_field(
     assert {e["field"] for e in response.json()["errors"]} == expected_paths
 
 
+def test_rays_azure_defaults_without_a_subscription_is_refused_with_400_naming_the_field(stack: LocalStack):
+    # The stack sets no CLUSTERS_SUBSCRIPTION_ID, and Ray's defaults name no subscription: no tick could ever run.
+    defaults = Path(__file__).resolve().parents[2] / ".venv/lib/python3.11/site-packages/ray/autoscaler/azure"
+    response = post(stack, (defaults / "defaults.yaml").read_bytes())
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert [e["field"] for e in response.json()["errors"]] == ["provider.subscription_id"]
+    assert get(stack, "/clusters/default").status_code == 404
+
+
 def test_openapi_document_is_3_1_and_describes_every_route(stack: LocalStack):
     document = get(stack, "/openapi.json").json()
     assert document["openapi"].startswith("3.1")
