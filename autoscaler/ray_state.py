@@ -6,7 +6,8 @@ leniently, entry by entry, because they only inform the status page and must nev
 Runs inside the Functions app, so it speaks HTTP only and never imports Ray. The agent's JSON is validated here,
 at the edge, by pydantic models and turned into `autoscaler.model.RayState`. Anything short of a valid answer
 (connection refused, timeout, 5xx, a body that is not the contract) is `HeadUnreachableError`: the reconcile shell
-reads it as "no new information about Ray this tick", never as "Ray has no nodes".
+reads it as "no new information about Ray this tick", never as "Ray has no nodes". A 401/403 is `HeadAuthError`, a
+separate type: the agent is up and refuses the token, which waiting will not fix and which the status must show.
 """
 
 from __future__ import annotations
@@ -47,12 +48,18 @@ MAX_BOOT_DETAIL_CHARS = 300
 __all__ = ["BootPhase", "BootPhaseReport"]  # re-exported: the boot phases are read here
 
 
-class HeadUnreachableError(Exception):
+class HeadAgentError(Exception):
+    """Base of the two ways a call to the head agent gives no information about Ray."""
+
+
+class HeadUnreachableError(HeadAgentError):
     """The head agent gave no usable answer: connection refused, timeout, 5xx or a malformed body."""
 
 
-class HeadAuthError(HeadUnreachableError):
-    """The head agent refused the cluster token (401/403): a token or generation mix-up, worth an event."""
+class HeadAuthError(HeadAgentError):
+    """The head agent answered and refused the cluster token (401/403): a token, key or generation mix-up.
+
+    Not a kind of `HeadUnreachableError`: the agent is up, and retrying with the same token cannot help."""
 
 
 @dataclass(frozen=True)
@@ -66,14 +73,14 @@ class DrainResult:
 
 class RayStateReader(Protocol):
     def read_state(self, agent_url: str, token: str) -> RayState:
-        """Ray's current view of the cluster. Raises HeadUnreachableError (HeadAuthError on 401/403)."""
+        """Ray's current view of the cluster. Raises HeadUnreachableError, or HeadAuthError on 401/403."""
         ...
 
     def drain(self, agent_url: str, token: str, ray_node_id: str, reason: str, message: str) -> DrainResult:
         """Ask Ray to drain one node; `reason` is "idle" (a busy node refuses) or "preemption" (never refused).
 
         An empty `ray_node_id` (the instance never joined Ray) or a node Ray does not know is vacuously drained:
-        `DrainResult(accepted=True, node_known=False)`. Raises HeadUnreachableError (HeadAuthError on 401/403);
+        `DrainResult(accepted=True, node_known=False)`. Raises HeadUnreachableError, or HeadAuthError on 401/403;
         ValueError for a reason outside DRAIN_REASONS.
         """
         ...

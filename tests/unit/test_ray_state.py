@@ -8,12 +8,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import requests
 
 from autoscaler.model import GangDemand, GangStrategy, RayNode, RayNodeStatus, RayState, ShapeDemand
 from autoscaler.ray_state import (
     BootPhase,
     BootPhaseReport,
+    HeadAuthError,
     HeadUnreachableError,
+    HttpRayStateReader,
     parse_boot_phases,
     parse_state,
 )
@@ -235,3 +238,37 @@ def test_parse_boot_phases_of_an_agent_without_them_is_empty(payload: dict[str, 
 def test_a_malformed_boot_phase_does_not_cost_the_state_of_ray() -> None:
     payload = _payload(boot_phases={"worker-1": _boot_entry(phase="exploded")})
     assert parse_state(payload) == RayState(nodes=(HEAD, WORKER))
+
+
+class _AnsweringSession(requests.Session):
+    """A session whose every request gets one fixed answer (no network)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__()
+        self.status = status
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        response = requests.Response()
+        response.status_code = self.status
+        response._content = b'{"title": "refused"}'
+        return response
+
+
+@pytest.mark.parametrize("status", [401, 403])
+@pytest.mark.parametrize("call", ["read_state", "drain"])
+def test_a_refused_token_is_head_auth_error_and_not_an_unreachable_agent(status: int, call: str) -> None:
+    reader = HttpRayStateReader(session=_AnsweringSession(status))
+    calls = {
+        "read_state": lambda: reader.read_state("http://head:8270", "wrong-token"),
+        "drain": lambda: reader.drain("http://head:8270", "wrong-token", WORKER_ID, "idle", "scale down"),
+    }
+    with pytest.raises(HeadAuthError) as refused:
+        calls[call]()
+    assert not isinstance(refused.value, HeadUnreachableError)
+
+
+def test_an_agent_that_answers_5xx_is_unreachable_not_an_auth_error() -> None:
+    reader = HttpRayStateReader(session=_AnsweringSession(503))
+    with pytest.raises(HeadUnreachableError) as unreachable:
+        reader.read_state("http://head:8270", "token")
+    assert not isinstance(unreachable.value, HeadAuthError)

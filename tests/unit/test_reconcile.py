@@ -19,6 +19,7 @@ from autoscaler.model import (
     ShapeDemand,
     shape_of,
 )
+from autoscaler.ray_state import HeadAuthError
 from autoscaler.reconcile import ReconcileDeps, TickResult, reconcile
 from autoscaler.state import InMemoryStateStore
 from provisioning.cloud import CapacityError, ThrottledError
@@ -303,3 +304,77 @@ def test_a_booting_workers_reported_phase_shows_in_the_cluster_view_then_joined(
     world.ray.register(worker.instance_id, "cpu", idle_s=1, cpus=2)
     world.tick()
     assert view_of_worker().boot_phase == BootPhase.JOINED
+
+
+@dataclass
+class TokenRefusingRayReader(FakeRayReader):
+    """A head agent that is up and answers 403 to our token while `refusing` is set."""
+
+    refusing: bool = False
+
+    def read_state(self, agent_url: str, token: str) -> RayState:
+        if self.refusing:
+            raise HeadAuthError("head agent at http://127.0.0.1:8270 refused the cluster token (403)")
+        return super().read_state(agent_url, token)
+
+    def drain(self, agent_url: str, token: str, ray_node_id: str, reason: str, message: str) -> Any:
+        if self.refusing:
+            raise HeadAuthError("head agent at http://127.0.0.1:8270 refused the cluster token (403)")
+        return super().drain(agent_url, token, ray_node_id, reason, message)
+
+
+def test_a_head_refusing_the_token_is_recorded_once_shown_in_the_status_and_scales_nothing_down():
+    from autoscaler.views import ClusterView
+
+    world, worker = world_with_one_running_worker()
+    world.ray = TokenRefusingRayReader(state=world.ray.state, refusing=True)
+    world.ray.register(worker.instance_id, "cpu", idle_s=600, cpus=2)
+    for _ in range(3):
+        assert world.tick(advance_s=60).outcome == "reconciled"
+    assert [w.status for w in world.live_workers()] == [S.RAY_RUNNING]
+    auth_events = [e for e in world.store.list_events("unit", limit=200) if e.kind == "head-auth"]
+    assert len(auth_events) == 1
+    assert "refuses the cluster token" in auth_events[0].message
+    view = ClusterView.build(world.cluster(), "local", world.nodes(), [])
+    assert "refused the cluster token (403)" in view.head_auth_error
+    assert "the head agent refuses the cluster token" in view.status_reason
+
+
+def test_a_head_that_accepts_the_token_again_clears_the_auth_error():
+    world, _ = world_with_one_running_worker()
+    world.ray = TokenRefusingRayReader(state=world.ray.state, refusing=True)
+    world.tick()
+    world.ray.refusing = False
+    world.tick()
+    assert world.cluster().head_auth_error == ""
+    messages = [e.message for e in world.store.list_events("unit", limit=200) if e.kind == "head-auth"]
+    assert messages[0] == "the head agent accepts the cluster token again"
+
+
+def test_an_unreachable_head_is_not_reported_as_an_auth_error():
+    world, _ = world_with_one_running_worker()
+    world.ray.reachable = False
+    world.tick()
+    assert world.cluster().head_auth_error == ""
+    assert not any(e.kind == "head-auth" for e in world.store.list_events("unit", limit=200))
+
+
+def test_a_drain_refused_for_the_token_is_an_auth_event_not_an_unanswered_drain():
+    world, worker = world_with_one_running_worker()
+    reader = TokenRefusingRayReader(state=world.ray.state)
+    world.ray = reader
+    world.ray.register(worker.instance_id, "cpu", idle_s=600, cpus=2)
+    original_drain = reader.drain
+
+    def refuse_drain(*args: Any) -> Any:
+        reader.refusing = True
+        try:
+            return original_drain(*args)
+        finally:
+            reader.refusing = False
+
+    reader.drain = refuse_drain  # type: ignore[method-assign, assignment]
+    world.tick()
+    kinds = [e.kind for e in world.store.list_events("unit", limit=200)]
+    assert "head-auth" in kinds
+    assert "drain-unanswered" not in kinds
