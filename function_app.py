@@ -50,12 +50,18 @@ def _problem(status: int, title: str, detail: str, errors: list[dict[str, str]] 
 
 def _handle(call: Any) -> func.HttpResponse:
     """Run one handler body, turning domain errors into problem responses (never a stack trace to the caller)."""
-    from autoscaler.service import ServiceError, problem_body
+    from autoscaler.service import ServiceError, StorageUnavailable, problem_body
 
     try:
         response: func.HttpResponse = call()
     except ServiceError as error:
-        return func.HttpResponse(json.dumps(problem_body(error)), status_code=error.status, mimetype=PROBLEM_JSON)
+        headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, StorageUnavailable) else {}
+        body = json.dumps(problem_body(error))
+        return func.HttpResponse(body, status_code=error.status, mimetype=PROBLEM_JSON, headers=headers)
+    except Exception:
+        # A bug: the caller gets problem JSON without the detail, the log gets the traceback.
+        log.exception("unhandled error in an HTTP function")
+        return _problem(500, "Internal error", "an unexpected error occurred; it is logged")
     return response
 
 
@@ -153,7 +159,14 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name(name="reconcile_timer")
 @app.timer_trigger(schedule="%RECONCILE_SCHEDULE%", arg_name="timer", run_on_startup=False)
 def reconcile_timer(timer: func.TimerRequest) -> None:
-    count = _service().enqueue_active()
+    from autoscaler.state import StorageUnavailableError
+
+    try:
+        count = _service().enqueue_active()
+    except StorageUnavailableError as error:
+        # The next run (15 s later) fans out again; there is nothing to retry now.
+        log.warning("timer: storage unavailable, no reconcile queued this time: %s", error)
+        return
     log.info("timer: queued a reconcile for %d active cluster(s)%s", count, " (past due)" if timer.past_due else "")
 
 

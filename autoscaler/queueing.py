@@ -21,25 +21,30 @@ class StorageReconcileQueue:
     def from_connection_string(cls, connection_string: str, queue_name: str) -> StorageReconcileQueue:
         from azure.storage.queue import QueueClient
 
-        return cls(QueueClient.from_connection_string(connection_string, queue_name))
+        return cls(QueueClient.from_connection_string(connection_string, queue_name, **_bounded_client_options()))
 
     @classmethod
     def from_account(cls, account_name: str, credential: Any, queue_name: str) -> StorageReconcileQueue:
         from azure.storage.queue import QueueClient
 
-        return cls(QueueClient(f"https://{account_name}.queue.core.windows.net", queue_name, credential=credential))
+        url = f"https://{account_name}.queue.core.windows.net"
+        return cls(QueueClient(url, queue_name, credential=credential, **_bounded_client_options()))
 
     def send(self, message: ReconcileMessage, *, delay_s: int = 0) -> None:
+        """Raises `StorageUnavailableError` when the queue service does not answer in time (or answers 5xx)."""
         from azure.core.exceptions import ResourceNotFoundError
+
+        from autoscaler.state import storage_errors
 
         body = message.model_dump_json()
         visibility = delay_s or None
-        try:
-            self._client.send_message(body, visibility_timeout=visibility)
-        except ResourceNotFoundError:
-            # First use on a fresh storage account (Azure creates it in Bicep; Azurite starts empty).
-            self._ensure_queue()
-            self._client.send_message(body, visibility_timeout=visibility)
+        with storage_errors():
+            try:
+                self._client.send_message(body, visibility_timeout=visibility)
+            except ResourceNotFoundError:
+                # First use on a fresh storage account (Azure creates it in Bicep; Azurite starts empty).
+                self._ensure_queue()
+                self._client.send_message(body, visibility_timeout=visibility)
 
     def _ensure_queue(self) -> None:
         from azure.core.exceptions import ResourceExistsError
@@ -50,6 +55,20 @@ class StorageReconcileQueue:
             with contextlib.suppress(ResourceExistsError):
                 self._client.create_queue()
             self._created = True
+
+
+def _bounded_client_options() -> dict[str, Any]:
+    """The Table store's bounds (autoscaler/state.py), in the storage-queue SDK's terms: its default retry waits 15 s
+    and more between attempts, so a send during an outage would hold an HTTP request for minutes."""
+    from azure.storage.queue import LinearRetry
+
+    from autoscaler.state import STORAGE_CONNECT_TIMEOUT_S, STORAGE_READ_TIMEOUT_S, STORAGE_RETRIES
+
+    return {
+        "connection_timeout": STORAGE_CONNECT_TIMEOUT_S,
+        "read_timeout": STORAGE_READ_TIMEOUT_S,
+        "retry_policy": LinearRetry(backoff=0, random_jitter_range=0, retry_total=STORAGE_RETRIES),
+    }
 
 
 class InMemoryReconcileQueue:

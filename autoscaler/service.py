@@ -5,12 +5,13 @@ Handlers in function_app.py parse input, call one method here and map the domain
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from autoscaler.config import (
     ClusterConfig,
@@ -44,6 +45,7 @@ HTTP_RETRIES_ON_CONFLICT = 5  # HTTP writes race with ticks; they re-read and re
 # clusters cost nothing extra. Duplicates are harmless: ticks are level-triggered.
 FOLLOW_UP_DELAY_S = 3
 MAX_FOLLOW_UPS = 60
+STORAGE_RETRY_AFTER_S = 10  # the Retry-After of a 503: outages seen last tens of seconds; a client should come back
 
 
 class ServiceError(Exception):
@@ -78,6 +80,30 @@ class ClusterConflict(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     status, title = 413, "Payload too large"
+
+
+class StorageUnavailable(ServiceError):
+    """Table or Queue storage did not answer in time: nothing is wrong with the request, try again later."""
+
+    status, title = 503, "Storage unavailable"
+    retry_after_s = STORAGE_RETRY_AFTER_S
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _storage_guarded(method: Callable[P, R]) -> Callable[P, R]:
+    """An HTTP use case whose store or queue does not answer raises `StorageUnavailable` (503 + Retry-After)."""
+
+    @functools.wraps(method)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except StorageUnavailableError as error:
+            raise StorageUnavailable(f"cluster state is unavailable right now: {error}") from error
+
+    return guarded
 
 
 class ReconcileQueue(Protocol):
@@ -128,6 +154,7 @@ class Service:
 
     # -- create -------------------------------------------------------------------------------------------------------
 
+    @_storage_guarded
     def create_cluster(self, body: bytes, content_type: str | None) -> CreateResponse:
         if len(body) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"the config is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
@@ -256,12 +283,14 @@ class Service:
 
     # -- read ---------------------------------------------------------------------------------------------------------
 
+    @_storage_guarded
     def get_cluster(self, name: str, *, events: int = 20) -> ClusterView:
         record = self._require(name)
         provider = json.loads(record.config_json).get("provider", {}).get("type", "")
         instances = self.store.list_instances(name)
         return ClusterView.build(record, provider, instances, self.store.list_events(name, limit=events))
 
+    @_storage_guarded
     def list_clusters(self) -> ClusterList:
         records = sorted(self.store.list_clusters(), key=lambda r: r.name)
         return ClusterList(
@@ -279,6 +308,7 @@ class Service:
 
     # -- destroy ------------------------------------------------------------------------------------------------------
 
+    @_storage_guarded
     def destroy_cluster(self, name: str) -> AcceptedResponse:
         for _ in range(HTTP_RETRIES_ON_CONFLICT):
             record = self._require(name)
@@ -309,6 +339,7 @@ class Service:
 
     # -- reconcile ----------------------------------------------------------------------------------------------------
 
+    @_storage_guarded
     def request_reconcile(self, name: str, authorization: str | None, reason: str) -> AcceptedResponse:
         """A wake-up from the cluster's head agent (or an operator holding the cluster token).
 

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from typing import Protocol
+from typing import Any, Protocol
 
 from azure.core import MatchConditions
 from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential, TokenCredential
@@ -39,6 +39,8 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
 )
 from azure.data.tables import (
     TableClient,
@@ -715,6 +717,41 @@ def _require_etag(etag: str, what: str) -> None:
 
 TableCredential = TokenCredential | AzureNamedKeyCredential | AzureSasCredential
 
+# The SDK's defaults (a 300 s read timeout, up to 10 retries with backoff up to 2 minutes) held every HTTP request
+# for as long as storage was away. Bounded, a call gives up within about 2 x 3 s, so a request that meets an outage
+# answers 503 within 10 s (docs/decisions/failure-isolation.md). A table operation takes milliseconds when storage is
+# well; these bounds only matter when it is not.
+STORAGE_CONNECT_TIMEOUT_S = 3.0
+STORAGE_READ_TIMEOUT_S = 3.0
+STORAGE_RETRIES = 1
+STORAGE_RETRY_BACKOFF_S = 0.2
+STORAGE_CLIENT_OPTIONS: dict[str, Any] = {
+    "connection_timeout": STORAGE_CONNECT_TIMEOUT_S,
+    "read_timeout": STORAGE_READ_TIMEOUT_S,
+    "retry_total": STORAGE_RETRIES,
+    "retry_connect": STORAGE_RETRIES,
+    "retry_read": STORAGE_RETRIES,
+    "retry_status": STORAGE_RETRIES,
+    "retry_backoff_factor": STORAGE_RETRY_BACKOFF_S,
+    "retry_backoff_max": 1,
+}
+_UNAVAILABLE_STATUSES = frozenset({HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.TOO_MANY_REQUESTS})
+
+
+@contextlib.contextmanager
+def storage_errors() -> Iterator[None]:
+    """Turn "storage did not answer" (connection or read failure, timeout, 5xx, throttling) into
+    `StorageUnavailableError`; every other error (a conflict, a bad request) passes unchanged."""
+    try:
+        yield
+    except (ServiceRequestError, ServiceResponseError) as error:
+        raise StorageUnavailableError(f"storage did not answer: {type(error).__name__}: {error}"[:500]) from error
+    except HttpResponseError as error:
+        status = error.status_code or 0
+        if status >= HTTPStatus.INTERNAL_SERVER_ERROR or status in _UNAVAILABLE_STATUSES:
+            raise StorageUnavailableError(f"storage answered {status}: {error.reason or error}"[:500]) from error
+        raise
+
 
 class AzureEntityTables:
     """`EntityTables` on azure-data-tables. Works the same against Azurite and Azure."""
@@ -736,10 +773,11 @@ class AzureEntityTables:
         wanted = set(self.table_names.values())
         name_filter = " or ".join(f"TableName eq @name{index}" for index in range(len(wanted)))
         parameters = {f"name{index}": name for index, name in enumerate(sorted(wanted))}
-        existing = {table.name for table in self._service.query_tables(name_filter, parameters=parameters)}
-        for name in sorted(wanted - existing):
-            with contextlib.suppress(ResourceExistsError):
-                self._service.create_table(name)
+        with storage_errors():
+            existing = {table.name for table in self._service.query_tables(name_filter, parameters=parameters)}
+            for name in sorted(wanted - existing):
+                with contextlib.suppress(ResourceExistsError):
+                    self._service.create_table(name)
         self._tables_exist = True
 
     def close(self) -> None:
@@ -750,7 +788,8 @@ class AzureEntityTables:
     def get(self, table: TableKind, partition_key: str, row_key: str) -> StoredEntity | None:
         client = self._client(table)
         try:
-            entity = client.get_entity(partition_key, row_key)
+            with storage_errors():
+                entity = client.get_entity(partition_key, row_key)
         except ResourceNotFoundError:
             return None
         return StoredEntity(entity, _etag_of(entity.metadata))
@@ -763,19 +802,25 @@ class AzureEntityTables:
             parameters={"partition_key": partition_key},
             results_per_page=min(limit, 1000) if limit is not None else None,
         )
-        for entity in itertools.islice(pages, limit):
-            yield StoredEntity(entity, _etag_of(entity.metadata))
+        with storage_errors():  # pages are fetched while the caller iterates
+            for entity in itertools.islice(pages, limit):
+                yield StoredEntity(entity, _etag_of(entity.metadata))
 
     def insert(self, table: TableKind, entity: Entity) -> str:
         client = self._client(table)
         try:
-            metadata = client.create_entity(entity)
+            with storage_errors():
+                metadata = client.create_entity(entity)
         except ResourceExistsError as error:
             raise ConflictError(f"{_describe(table, entity)} already exists") from error
         return _etag_of(metadata)
 
     def replace(self, table: TableKind, entity: Entity, etag: str) -> str:
         client = self._client(table)
+        with storage_errors():
+            return self._replace(client, table, entity, etag)
+
+    def _replace(self, client: TableClient, table: TableKind, entity: Entity, etag: str) -> str:
         try:
             metadata = client.update_entity(
                 entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
@@ -794,7 +839,8 @@ class AzureEntityTables:
         client = self._client(table)
         try:
             # The SDK already treats 404 as success.
-            client.delete_entity(partition_key, row_key, etag=etag, match_condition=MatchConditions.IfNotModified)
+            with storage_errors():
+                client.delete_entity(partition_key, row_key, etag=etag, match_condition=MatchConditions.IfNotModified)
         except ResourceModifiedError as error:
             raise ConflictError(f"{table.value} row {partition_key}/{row_key} changed since it was read") from error
         except HttpResponseError as error:
@@ -806,7 +852,8 @@ class AzureEntityTables:
         _check_transaction(table, writes)
         client = self._client(table)
         try:
-            results = client.submit_transaction([_transaction_operation(write) for write in writes])
+            with storage_errors():
+                results = client.submit_transaction([_transaction_operation(write) for write in writes])
         except TableTransactionError as error:
             # The service rolls the whole transaction back and names the first write that failed.
             conflict = _WRITE_CONFLICT_STATUSES.get(error.status_code or 0)
@@ -876,13 +923,17 @@ class TableStateStore(EntityStateStore):
 
     @classmethod
     def from_connection_string(cls, conn_str: str, table_prefix: str = "") -> TableStateStore:
-        return cls(TableServiceClient.from_connection_string(conn_str), table_prefix=table_prefix)
+        """With bounded timeouts and retries (`STORAGE_CLIENT_OPTIONS`)."""
+        return cls(
+            TableServiceClient.from_connection_string(conn_str, **STORAGE_CLIENT_OPTIONS), table_prefix=table_prefix
+        )
 
     @classmethod
     def from_account(cls, account_name: str, credential: TableCredential, table_prefix: str = "") -> TableStateStore:
         """Identity-based access (the function's managed identity needs Storage Table Data Contributor)."""
         endpoint = f"https://{account_name}.table.core.windows.net"
-        return cls(TableServiceClient(endpoint=endpoint, credential=credential), table_prefix=table_prefix)
+        client = TableServiceClient(endpoint=endpoint, credential=credential, **STORAGE_CLIENT_OPTIONS)
+        return cls(client, table_prefix=table_prefix)
 
     @property
     def table_names(self) -> list[str]:

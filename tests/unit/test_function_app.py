@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+import azure.functions as func
 import pytest
 
 import function_app
+from autoscaler.queueing import InMemoryReconcileQueue
+from autoscaler.reconcile import ReconcileDeps
+from autoscaler.service import Service
+from autoscaler.state import EntityStateStore, InMemoryEntityTables, StorageUnavailableError
+from tests.support.fakes import FakeCloudProvider, FakeRayReader
 
 EXPECTED: dict[str, dict[str, Any]] = {
     "create_cluster": {"type": "httpTrigger", "route": "clusters", "methods": ["POST"], "authLevel": "FUNCTION"},
@@ -80,3 +88,90 @@ def test_importing_the_app_does_not_import_the_management_sdks():
 
 def test_app_object_is_the_v2_programming_model():
     assert function_app.app.__class__.__name__ == "FunctionApp"
+
+
+# -- what the handlers answer, on a service over the in-memory store --------------------------------------------------
+
+
+LOCAL_CONFIG = b"""
+cluster_name: demo
+provider: {type: local}
+auth: {ssh_user: ray}
+available_node_types:
+  head: {resources: {CPU: 0}, max_workers: 0, node_config: {}}
+head_node_type: head
+"""
+
+
+class _DownTables(InMemoryEntityTables):
+    """Tables that do not answer at all: every call is a storage outage."""
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        raise StorageUnavailableError("storage did not answer: ServiceResponseError: read timed out")
+
+    query = insert = replace = delete = transact = get
+
+
+def _service_on(store: Any) -> Service:
+    deps = ReconcileDeps(
+        store=store,
+        provider_for=lambda config: FakeCloudProvider(),
+        ray_reader=FakeRayReader(),
+        token_for=lambda name, generation: f"token-{name}-{generation}",
+        clock=lambda: datetime(2026, 12, 3, tzinfo=UTC),
+    )
+    return Service(deps=deps, queue=InMemoryReconcileQueue(), allow_local_provider=True)
+
+
+def _request(method: str, url: str, *, body: bytes = b"", headers: dict[str, str] | None = None, **route: str) -> Any:
+    return func.HttpRequest(method, url, headers=headers or {}, route_params=route, body=body)
+
+
+@pytest.fixture
+def storage_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    service = _service_on(EntityStateStore(_DownTables()))
+    monkeypatch.setattr(function_app, "_service", lambda: service)
+
+
+@pytest.mark.usefixtures("storage_down")
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: function_app.list_clusters(_request("GET", "/api/clusters")),
+        lambda: function_app.get_cluster(_request("GET", "/api/clusters/demo", name="demo")),
+        lambda: function_app.destroy_cluster(_request("DELETE", "/api/clusters/demo", name="demo")),
+        lambda: function_app.create_cluster(
+            _request("POST", "/api/clusters", body=LOCAL_CONFIG, headers={"content-type": "application/yaml"})
+        ),
+        lambda: function_app.request_reconcile(
+            _request("POST", "/api/clusters/demo/reconcile", headers={"authorization": "Bearer t"}, name="demo")
+        ),
+    ],
+    ids=["list", "get", "delete", "create", "wake"],
+)
+def test_a_storage_outage_answers_503_problem_json_with_retry_after(call: Any):
+    response = call()
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    assert int(response.headers["Retry-After"]) > 0
+    assert json.loads(response.get_body())["title"] == "Storage unavailable"
+
+
+def test_an_unexpected_error_answers_500_problem_json_without_its_detail(monkeypatch: pytest.MonkeyPatch):
+    class Broken:
+        def list_clusters(self) -> None:
+            raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(function_app, "_service", Broken)
+    response = function_app.list_clusters(_request("GET", "/api/clusters"))
+    assert (response.status_code, response.mimetype) == (500, "application/problem+json")
+    assert "secret detail" not in response.get_body().decode()
+
+
+@pytest.mark.usefixtures("storage_down")
+def test_the_timer_logs_a_storage_outage_instead_of_failing():
+    @dataclass
+    class Timer:
+        past_due: bool = False
+
+    function_app.reconcile_timer(Timer())  # must not raise: the next run fans out again

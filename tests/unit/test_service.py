@@ -15,9 +15,16 @@ import pytest
 from autoscaler.config import ClusterConfig
 from autoscaler.queueing import InMemoryReconcileQueue
 from autoscaler.reconcile import ReconcileDeps
-from autoscaler.service import InvalidRequest, Service
+from autoscaler.service import InvalidRequest, Service, StorageUnavailable
 from autoscaler.settings import Settings
-from autoscaler.state import InMemoryStateStore
+from autoscaler.state import (
+    EntityStateStore,
+    InMemoryEntityTables,
+    InMemoryStateStore,
+    StateStore,
+    StorageUnavailableError,
+)
+from autoscaler.views import ReconcileMessage
 from autoscaler.wiring import ProviderFactory
 from provisioning.cloud import CloudProvider
 from tests.support.fakes import FakeCloudProvider, FakeRayReader
@@ -45,7 +52,7 @@ def settings(**values: str) -> Settings:
 class App:
     provider_for: Any = field(default_factory=FakeCloudProvider)
     provider_check: Any = None
-    store: InMemoryStateStore = field(default_factory=InMemoryStateStore)
+    store: StateStore = field(default_factory=InMemoryStateStore)
     queue: InMemoryReconcileQueue = field(default_factory=InMemoryReconcileQueue)
     ray: FakeRayReader = field(default_factory=FakeRayReader)
     now: datetime = T0
@@ -115,3 +122,86 @@ def test_the_app_wires_the_provider_factorys_check_into_the_service():
     with pytest.raises(InvalidRequest) as refused:
         service.create_cluster(ray_azure_defaults(), "application/yaml")
     assert [error.path for error in refused.value.errors] == ["provider.subscription_id"]
+
+
+# -- storage outages -------------------------------------------------------------------------------------------------
+
+
+class FlakyTables(InMemoryEntityTables):
+    """The in-memory tables, which stop answering (as a frozen storage account would) while `down` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise StorageUnavailableError("storage did not answer: ServiceResponseError: read timed out")
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        self._check()
+        return super().get(*args, **kwargs)
+
+    def query(self, *args: Any, **kwargs: Any) -> Any:
+        self._check()
+        return super().query(*args, **kwargs)
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        self._check()
+        return super().insert(*args, **kwargs)
+
+    def replace(self, *args: Any, **kwargs: Any) -> Any:
+        self._check()
+        return super().replace(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        self._check()
+        return super().delete(*args, **kwargs)
+
+    def transact(self, *args: Any, **kwargs: Any) -> Any:
+        self._check()
+        return super().transact(*args, **kwargs)
+
+
+def flaky_app() -> tuple[App, FlakyTables]:
+    tables = FlakyTables()
+    app = App(store=EntityStateStore(tables))
+    app.service.create_cluster(LOCAL_CONFIG.encode(), "application/yaml")
+    app.queue.drain()
+    return app, tables
+
+
+USE_CASES = {
+    "create": lambda service: service.create_cluster(LOCAL_CONFIG.replace("svc", "svc2").encode(), "application/yaml"),
+    "get": lambda service: service.get_cluster("svc"),
+    "list": lambda service: service.list_clusters(),
+    "destroy": lambda service: service.destroy_cluster("svc"),
+    "wake": lambda service: service.request_reconcile("svc", "Bearer token-svc-1", ""),
+}
+
+
+@pytest.mark.parametrize("use_case", sorted(USE_CASES))
+def test_an_http_use_case_raises_storage_unavailable_when_storage_does_not_answer(use_case: str):
+    app, tables = flaky_app()
+    tables.down = True
+    with pytest.raises(StorageUnavailable) as unavailable:
+        USE_CASES[use_case](app.service)
+    assert unavailable.value.status == 503
+    assert unavailable.value.retry_after_s > 0
+
+
+def test_a_tick_while_storage_does_not_answer_returns_instead_of_raising():
+    app, tables = flaky_app()
+    tables.down = True
+    result = app.service.tick(ReconcileMessage(cluster_name="svc", reason="create"))
+    assert result.outcome == "storage-unavailable"
+    assert app.queue.drain() == []
+
+
+def test_the_same_use_cases_work_again_once_storage_answers():
+    app, tables = flaky_app()
+    tables.down = True
+    with pytest.raises(StorageUnavailable):
+        app.service.get_cluster("svc")
+    tables.down = False
+    assert app.service.get_cluster("svc").name == "svc"

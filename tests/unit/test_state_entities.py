@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
 from autoscaler.model import ClusterRecord, ClusterStatus, Event, HeadInfo, InstanceRecord, InstanceStatus
 from autoscaler.state import (
@@ -18,6 +20,7 @@ from autoscaler.state import (
     EntityWrite,
     InMemoryEntityTables,
     StateError,
+    StorageUnavailableError,
     TableKind,
     TableStateStore,
     WriteKind,
@@ -32,6 +35,7 @@ from autoscaler.state import (
     group_for_transactions,
     put_text,
     split_text,
+    storage_errors,
     transaction_payload_bytes,
     utf16_units,
 )
@@ -334,3 +338,43 @@ def test_transactions_the_service_would_refuse_are_refused_and_write_nothing(
     with pytest.raises(ValueError, match=message):
         tables.transact(TableKind.INSTANCES, writes)
     assert list(tables.query(TableKind.INSTANCES, "demo")) == []
+
+
+def _http_error(status: int) -> HttpResponseError:
+    error = HttpResponseError(message=f"the service answered {status}")
+    error.status_code = status
+    return error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ServiceRequestError("connection refused"),
+        ServiceResponseError("read timed out"),
+        _http_error(503),
+        _http_error(500),
+        _http_error(429),
+    ],
+    ids=["connect", "read", "503", "500", "429"],
+)
+def test_storage_that_does_not_answer_is_storage_unavailable(error: Exception) -> None:
+    with pytest.raises(StorageUnavailableError), storage_errors():
+        raise error
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 412])
+def test_a_storage_answer_about_the_request_passes_unchanged(status: int) -> None:
+    with pytest.raises(HttpResponseError) as raised, storage_errors():
+        raise _http_error(status)
+    assert not isinstance(raised.value, StorageUnavailableError)
+
+
+def test_the_table_client_has_bounded_timeouts_and_retries() -> None:
+    store = TableStateStore.from_connection_string(
+        "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5;TableEndpoint=http://127.0.0.1:1/a;"
+    )
+    pipeline: Any = store.table_service._client._client._pipeline
+    transport = pipeline._transport
+    assert (transport.connection_config.timeout, transport.connection_config.read_timeout) == (3.0, 3.0)
+    [retry] = [policy for policy in pipeline._impl_policies if type(policy).__name__ == "TablesRetryPolicy"]
+    assert retry.total_retries == 1
