@@ -30,7 +30,16 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 # --------------------------------------------------------------------------------------------
 # Limits
@@ -149,6 +158,16 @@ def _pydantic_message(error_type: str, message: str) -> str:
 # Field rules (named so that error messages and tests can refer to them)
 # --------------------------------------------------------------------------------------------
 
+STORED_CONFIG_CONTEXT = "stored_config"
+"""Validation context key: set (to True) when a config is read back from storage rather than taken at the API."""
+
+
+def _reading_stored(info: ValidationInfo) -> bool:
+    """Whether this validation reads a stored config (`ClusterConfig.from_json`): the config passed the API's rules of
+    the release that stored it, so today's value rules (which may have grown stricter) are not applied again."""
+    return isinstance(info.context, Mapping) and info.context.get(STORED_CONFIG_CONTEXT) is True
+
+
 CLUSTER_NAME_RULE = (
     "must be 1-40 characters of lowercase letters, digits and hyphens, start with a letter and not end with "
     "a hyphen (it becomes part of Azure resource names and tag values)"
@@ -244,7 +263,9 @@ def _looks_like_file_path(text: str) -> bool:
     return " " not in text and (text.endswith((".pub", ".pem", ".key")) or "/" in text or "\\" in text)
 
 
-def _check_cidr(value: str) -> str:
+def _check_cidr(value: str, info: ValidationInfo) -> str:
+    if _reading_stored(info):
+        return value
     try:
         ipaddress.ip_network(value, strict=True)
     except ValueError:
@@ -264,6 +285,15 @@ def _check_cidr(value: str) -> str:
 class _Frozen(BaseModel):
     # strict: YAML already yields typed values, so "5" for a count is a mistake rather than a number.
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unknown_fields_of_stored_configs(cls, data: Any, info: ValidationInfo) -> Any:
+        """A stored config may hold fields this release does not know: added by a later release (read during a
+        rollback) or removed since it was stored. They are dropped, so they shape nothing; the API stays strict."""
+        if _reading_stored(info) and isinstance(data, Mapping):
+            return {key: value for key, value in data.items() if key in cls.model_fields}
+        return data
 
 
 class BillingProfile(_Frozen):
@@ -329,7 +359,9 @@ class NodeTypeConfig(_Frozen):
 
     @field_validator("resources")
     @classmethod
-    def _resources_not_negative(cls, resources: dict[str, float]) -> dict[str, float]:
+    def _resources_not_negative(cls, resources: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        if _reading_stored(info):
+            return resources
         negative = sorted(name for name, amount in resources.items() if amount < 0)
         if negative:
             raise ValueError(f"amounts must be >= 0 (negative: {', '.join(negative)})")
@@ -356,14 +388,18 @@ class ProviderConfig(_Frozen):
 
     @field_validator("location")
     @classmethod
-    def _location_name(cls, value: str | None) -> str | None:
+    def _location_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if _reading_stored(info):
+            return value
         if value is not None and not _LOCATION.fullmatch(value):
             raise ValueError("must be an Azure region name such as 'westus2'")
         return value
 
     @field_validator("resource_group")
     @classmethod
-    def _resource_group_name(cls, value: str | None) -> str | None:
+    def _resource_group_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if _reading_stored(info):
+            return value
         if value is not None and not _RESOURCE_GROUP.fullmatch(value):
             raise ValueError(
                 "must be 1-90 letters, digits, '_', '-', '.' or parentheses, not ending with '.' (Azure's rule)"
@@ -372,7 +408,9 @@ class ProviderConfig(_Frozen):
 
     @field_validator("subscription_id")
     @classmethod
-    def _subscription_guid(cls, value: str | None) -> str | None:
+    def _subscription_guid(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if _reading_stored(info):
+            return value
         if value is not None and not _SUBSCRIPTION_ID.fullmatch(value):
             raise ValueError("must be a subscription id (a GUID such as 00000000-0000-0000-0000-000000000000)")
         return value
@@ -385,8 +423,8 @@ class ProviderConfig(_Frozen):
 
     @field_validator("availability_zone")
     @classmethod
-    def _zones_are_numbers(cls, value: str | None) -> str | None:
-        if value is None or value.strip().lower() in _ZONES_DISABLED:
+    def _zones_are_numbers(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or value.strip().lower() in _ZONES_DISABLED or _reading_stored(info):
             return value
         if not all(_ZONE.fullmatch(zone.strip()) for zone in value.split(",")):
             raise ValueError('must be zone numbers separated by commas ("1,2,3"), "auto" or "none"')
@@ -394,8 +432,8 @@ class ProviderConfig(_Frozen):
 
     @field_validator("subnet_id")
     @classmethod
-    def _subnet_is_resource_id(cls, value: str | None) -> str | None:
-        if value is not None and not _SUBNET_ID.fullmatch(value):
+    def _subnet_is_resource_id(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not _SUBNET_ID.fullmatch(value) and not _reading_stored(info):
             raise ValueError(
                 "must be a subnet resource id: /subscriptions/<guid>/resourceGroups/<group>/providers/"
                 "Microsoft.Network/virtualNetworks/<vnet>/subnets/<subnet>"
@@ -415,7 +453,9 @@ class AuthConfig(_Frozen):
 
     @field_validator("ssh_user")
     @classmethod
-    def _azure_admin_user_name(cls, value: str) -> str:
+    def _azure_admin_user_name(cls, value: str, info: ValidationInfo) -> str:
+        if _reading_stored(info):
+            return value
         if not _SSH_USER.fullmatch(value):
             raise ValueError("must be 1-32 lowercase letters, digits, '_' or '-', starting with a letter or '_'")
         if value in _RESERVED_SSH_USERS:
@@ -424,8 +464,11 @@ class AuthConfig(_Frozen):
 
     @field_validator("ssh_public_key")
     @classmethod
-    def _public_key_contents(cls, value: str | None) -> str | None:
-        return None if value is None else _check_ssh_public_key(value)
+    def _public_key_contents(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A stored key passed the rules of its day (older releases took ECDSA keys, for one): kept as it is.
+        if value is None or _reading_stored(info):
+            return value
+        return _check_ssh_public_key(value)
 
 
 @dataclass(frozen=True)
@@ -455,8 +498,8 @@ class ClusterConfig(_Frozen):
 
     @field_validator("cluster_name")
     @classmethod
-    def _azure_safe_name(cls, value: str) -> str:
-        if not is_valid_cluster_name(value):
+    def _azure_safe_name(cls, value: str, info: ValidationInfo) -> str:
+        if not is_valid_cluster_name(value) and not _reading_stored(info):
             raise ValueError(CLUSTER_NAME_RULE)
         return value
 
@@ -499,22 +542,138 @@ class ClusterConfig(_Frozen):
         """Canonical JSON (sorted keys, no spaces) of the normalized config."""
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
+    # -- hashes (docs/decisions/config-hash.md) ----------------------------------------------------------------------
+
     def config_hash(self) -> str:
-        return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
+        """The cluster's identity: `v2:` + sha256 of every field that differs from its default. POST tells "the same
+        config again" from "another config" with it (`is_same_config`); nodes are judged by `node_hash`, not by this.
+        A field added later with a default leaves it unchanged for every config that does not set the field."""
+        return _versioned_hash(self.model_dump(mode="json", exclude_defaults=True))
+
+    def is_same_config(self, stored_hash: str) -> bool:
+        """Whether `stored_hash` (a cluster row's `config_hash`) names this config. A hash of the unversioned scheme
+        (releases before v2) is compared with that scheme's formula, which holds while the config's fields are the
+        ones of the release that stored it."""
+        if hash_version(stored_hash) == LEGACY_HASH_VERSION:
+            return stored_hash == hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
+        return stored_hash == self.config_hash()
+
+    def node_hash(self, node_type: str, *, is_head: bool) -> str:
+        """What a node of `node_type` launched in this role is made of: `v2:` + sha256 of `node_shape`.
+        Stored on each instance row at launch; a node is outdated when it differs (`is_outdated_node_hash`).
+        KeyError for a type that is not in the config."""
+        return _versioned_hash(self.node_shape(node_type, is_head=is_head))
+
+    def node_shape(self, node_type: str, *, is_head: bool) -> dict[str, Any]:
+        """Every input of the VM a node of `node_type` gets (its ARM template, custom data and tags), and nothing
+        else: planner settings (worker bounds, timeouts, cost, fallback, upscaling) and other node types change no
+        VM, so changing them replaces no node. Commands are the ones this node runs, as `commands_for` combines
+        them, so a worker type with its own `worker_setup_commands` ignores the cluster's `setup_commands`.
+
+        A field added to the config later must not enter this document when it has its default value (or must come
+        with a new HASH_VERSION): otherwise every stored node would count as outdated after the deploy."""
+        own = self.available_node_types[node_type]
+        commands = self.commands_for(node_type, is_head=is_head)
+        provider = self.provider
+        return {
+            "node_type": node_type,
+            "role": "head" if is_head else "worker",
+            "resources": dict(own.resources),
+            "labels": dict(own.labels),
+            "node_config": own.node_config,
+            "commands": {
+                "initialization": commands.initialization,
+                "setup": commands.setup,
+                "start_ray": commands.start_ray,
+            },
+            "auth": {"ssh_user": self.auth.ssh_user, "ssh_public_key": self.auth.ssh_public_key},
+            "provider": {
+                "type": provider.type,
+                "location": provider.location,
+                "resource_group": provider.resource_group,
+                "subscription_id": provider.subscription_id,
+                "zones": provider.zones(),
+                "subnet_id": provider.subnet_id,
+                "use_internal_ips": provider.use_internal_ips,
+                "ssh_allowed_cidrs": sorted(provider.ssh_allowed_cidrs),
+            },
+        }
+
+    def worker_node_hashes(self) -> dict[str, str]:
+        """`node_hash` of every type that may be launched as a worker, by type name (what the planner compares)."""
+        return {name: self.node_hash(name, is_head=False) for name in self.worker_node_types()}
+
+    # -- storage ------------------------------------------------------------------------------------------------------
 
     @classmethod
     def from_json(cls, text: str) -> ClusterConfig:
-        """The inverse of `to_json`, for configs read back from storage. Raises ConfigError."""
+        """The inverse of `to_json`, for configs read back from storage, read leniently: fields this release does not
+        know (left by an older release or written by a newer one) are dropped, and the API's value rules of today
+        are not applied again (the config passed those of the release that stored it). Types are still checked.
+        Raises ConfigError."""
         try:
             document = json.loads(text)
         except (ValueError, RecursionError) as error:
             raise ConfigError([FieldError("", f"not valid JSON: {error}")]) from None
         try:
-            return cls.model_validate(document)
+            return cls.model_validate(document, context={STORED_CONFIG_CONTEXT: True})
         except ValidationError as error:
             errors = _Errors()
             errors.add_validation_error("", error)
             raise ConfigError(errors.as_list()) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Config hashes
+# --------------------------------------------------------------------------------------------
+
+HASH_VERSION = "v2"
+"""The scheme of `config_hash` and `node_hash`, written before the digest (`v2:<sha256 hex>`)."""
+
+LEGACY_HASH_VERSION = "v1"
+"""The unversioned scheme of earlier releases: a bare sha256 hex digest of the whole config's JSON."""
+
+_LEGACY_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def hash_version(config_hash: str) -> str:
+    """`v2` for `v2:...`, `v1` for a bare 64-hex digest (earlier releases), "" for no hash, else the prefix."""
+    if not config_hash:
+        return ""
+    if _LEGACY_HASH.fullmatch(config_hash):
+        return LEGACY_HASH_VERSION
+    version, separator, _ = config_hash.partition(":")
+    return version if separator else ""
+
+
+def is_outdated_node_hash(stored: str, current: str) -> bool:
+    """Whether a node launched with `stored` (its instance row's `config_hash`) is outdated against `current`
+    (`ClusterConfig.node_hash` of its type and role today).
+
+    Only hashes of the same scheme are compared. A node whose hash is of another scheme (written by an earlier
+    release, or by a later one before a rollback) or has none is current: its hash cannot tell what changed, and
+    replacing nodes because the control plane was upgraded is the failure this versioning exists to prevent.
+    (Within one cluster generation the config never changes, so such a node was launched from the stored config.)"""
+    if not stored or not current:
+        return False
+    return hash_version(stored) == hash_version(current) and stored != current
+
+
+def _versioned_hash(document: object) -> str:
+    text = json.dumps(_canonical(document), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return f"{HASH_VERSION}:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
+
+
+def _canonical(value: object) -> object:
+    """JSON-like data with whole floats as integers, so `CPU: 2` and `CPU: 2.0` (or a field that becomes a float in
+    a later release) hash alike."""
+    if isinstance(value, Mapping):
+        return {str(key): _canonical(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 @dataclass(frozen=True)

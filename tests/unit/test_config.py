@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -12,19 +13,26 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from autoscaler.config import (
     AGGRESSIVE_UPSCALING_SPEED,
     AZURE_DEFAULTS,
     CLUSTER_NAME_RULE,
+    HASH_VERSION,
     LEGACY_HEAD_NODE_TYPE,
     LEGACY_WORKER_NODE_TYPE,
     MAX_CONFIG_BYTES,
+    AuthConfig,
     ClusterConfig,
     ConfigError,
     FieldError,
+    NodeTypeConfig,
     ParsedConfig,
+    ProviderConfig,
     format_path,
+    hash_version,
+    is_outdated_node_hash,
     is_valid_cluster_name,
     parse_cluster_config,
 )
@@ -944,7 +952,8 @@ def test_config_hash_is_stable_across_formats_and_key_order():
         == from_yaml.config_hash()
         == parse_cluster_config(reordered).config.config_hash()
     )
-    assert len(from_mapping.config_hash()) == 64
+    assert from_mapping.config_hash().startswith(f"{HASH_VERSION}:")
+    assert len(from_mapping.config_hash()) == len("v2:") + 64
 
 
 @pytest.mark.parametrize(
@@ -975,6 +984,216 @@ def test_config_hash_ignores_launcher_only_fields():
     )
 
 
+def test_is_same_config_tells_the_same_config_from_another_also_for_hashes_of_earlier_releases():
+    config = parse_cluster_config(BASE).config
+    other = parse_cluster_config(changed(BASE, (("max_workers",), 7))).config
+    assert config.is_same_config(config.config_hash())
+    assert not config.is_same_config(other.config_hash())
+    # A cluster row of a release before v2 holds a bare sha256 of the whole config's JSON.
+    legacy = hashlib.sha256(config.to_json().encode()).hexdigest()
+    assert config.is_same_config(legacy)
+    assert not other.is_same_config(legacy)
+
+
+# --------------------------------------------------------------------------------------------
+# Node hashes: what a node is made of, per node type and role (docs/decisions/config-hash.md)
+# --------------------------------------------------------------------------------------------
+
+# The v2 digests of BASE, pinned: if one changes, the hashed document changed, and every node stored with the old
+# digest would count as outdated after the deploy. Change the document only with a new HASH_VERSION (or add a field
+# to it only when it differs from its default).
+BASE_CONFIG_HASH = "v2:101f3f34aa131cf5a4ea9c5105b7c7ed67f5f16d72e7ff547615ecc880179b71"
+BASE_NODE_HASHES = {
+    (HEAD, True): "v2:8929d3bc7061559d07028a87f1ce91a9e8c2c5292fb7d75d15a42059f20aa479",
+    (CPU, False): "v2:ffb295049ee494fa67a8b63394ae1c3db4a7822d97adcda115d0052846657113",
+    (GPU, False): "v2:d864ad39b34bafca456bc0eaf6ebe5a334b81b7efceeeade26e36a961127b422",
+}
+
+
+def node_hashes(body: dict[str, Any]) -> dict[tuple[str, bool], str]:
+    config = parse_cluster_config(body).config
+    return {(name, is_head): config.node_hash(name, is_head=is_head) for name, is_head in BASE_NODE_HASHES}
+
+
+def test_hashes_of_base_are_the_pinned_v2_digests():
+    config = parse_cluster_config(BASE).config
+    assert config.config_hash() == BASE_CONFIG_HASH
+    assert node_hashes(BASE) == BASE_NODE_HASHES
+    assert config.worker_node_hashes() == {CPU: BASE_NODE_HASHES[CPU, False], GPU: BASE_NODE_HASHES[GPU, False]}
+
+
+def test_node_hash_is_stable_across_formats_storage_and_whole_floats():
+    from_yaml = parse_cluster_config(yaml.safe_dump(BASE)).config
+    stored = ClusterConfig.from_json(from_yaml.to_json())
+    as_floats = parse_cluster_config(changed(BASE, (node(CPU, "resources"), {"CPU": 4.0}))).config
+    for (name, is_head), pinned in BASE_NODE_HASHES.items():
+        assert (
+            from_yaml.node_hash(name, is_head=is_head)
+            == stored.node_hash(name, is_head=is_head)
+            == as_floats.node_hash(name, is_head=is_head)
+            == pinned
+        )
+
+
+def test_a_type_launched_as_head_and_as_worker_has_two_hashes():
+    config = parse_cluster_config(changed(BASE, (node(HEAD, "max_workers"), 1))).config
+    assert config.node_hash(HEAD, is_head=True) != config.node_hash(HEAD, is_head=False)
+
+
+WITH_OWN_SETUP = changed(BASE, (node(GPU, "worker_setup_commands"), ["pip install torch"]))
+
+
+@pytest.mark.parametrize(
+    ("edit", "changed_nodes"),
+    [
+        pytest.param((arm(CPU, "vmSize"), "Standard_D8s_v3"), {(CPU, False)}, id="vm-size"),
+        pytest.param((arm(CPU, "imageVersion"), "2024.01.01"), {(CPU, False)}, id="image"),
+        pytest.param((arm(GPU, "priority"), "Spot"), {(GPU, False)}, id="priority"),
+        pytest.param((arm(CPU, "osDiskSizeGB"), 128), {(CPU, False)}, id="disk"),
+        pytest.param(
+            (
+                node(CPU, "node_config"),
+                {
+                    "azure_arm_parameters": {"vmSize": "Standard_D4s_v3", **IMAGE, "priority": "Spot"},
+                    "tags": {"team": "a"},
+                },
+            ),
+            {(CPU, False)},
+            id="node-config",
+        ),
+        pytest.param((node(CPU, "resources"), {"CPU": 8}), {(CPU, False)}, id="resources"),
+        pytest.param((node(GPU, "labels"), {"accelerator": "v100"}), {(GPU, False)}, id="labels"),
+        pytest.param((node(CPU, "initialization_commands"), ["echo own"]), {(CPU, False)}, id="own-initialization"),
+        pytest.param((node(CPU, "worker_setup_commands"), ["echo own"]), {(CPU, False)}, id="own-worker-setup"),
+        pytest.param((("head_setup_commands",), ["echo head"]), {(HEAD, True)}, id="head-setup"),
+        pytest.param((("head_start_ray_commands",), ["ray start --head"]), {(HEAD, True)}, id="head-start"),
+        pytest.param((("worker_setup_commands",), ["echo w"]), {(CPU, False)}, id="cluster-worker-setup"),
+        pytest.param((("worker_start_ray_commands",), ["ray start"]), {(CPU, False), (GPU, False)}, id="worker-start"),
+        pytest.param((("setup_commands",), ["echo all"]), {(HEAD, True), (CPU, False)}, id="setup"),
+        pytest.param((("initialization_commands",), ["echo all"]), set(BASE_NODE_HASHES), id="initialization"),
+        pytest.param((("auth", "ssh_user"), "rayuser"), set(BASE_NODE_HASHES), id="ssh-user"),
+        pytest.param(
+            (
+                ("auth", "ssh_public_key"),
+                "ssh-ed25519 " + base64.b64encode(b"\0\0\0\x0bssh-ed25519" + bytes(36)).decode(),
+            ),
+            set(BASE_NODE_HASHES),
+            id="ssh-key",
+        ),
+        pytest.param((("provider", "location"), "eastus"), set(BASE_NODE_HASHES), id="location"),
+        pytest.param((("provider", "resource_group"), "rg-other"), set(BASE_NODE_HASHES), id="resource-group"),
+        pytest.param((("provider", "availability_zone"), "1,2"), set(BASE_NODE_HASHES), id="zones"),
+        pytest.param((("provider", "use_internal_ips"), True), set(BASE_NODE_HASHES), id="internal-ips"),
+        pytest.param((("provider", "ssh_allowed_cidrs"), ["10.0.0.0/8"]), set(BASE_NODE_HASHES), id="ssh-cidrs"),
+        pytest.param(
+            (
+                ("provider", "subnet_id"),
+                "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/net/"
+                "providers/Microsoft.Network/virtualNetworks/vnet/subnets/ray",
+            ),
+            set(BASE_NODE_HASHES),
+            id="subnet",
+        ),
+    ],
+)
+def test_node_hash_changes_for_what_shapes_that_node_only(
+    edit: tuple[tuple[str, ...], object], changed_nodes: set[tuple[str, bool]]
+):
+    """GPU has its own worker_setup_commands here, so the cluster's setup lists do not reach it."""
+    before, after = node_hashes(WITH_OWN_SETUP), node_hashes(changed(WITH_OWN_SETUP, edit))
+    assert {key for key in before if before[key] != after[key]} == changed_nodes
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param((node(CPU, "min_workers"), 1), id="min-workers"),
+        pytest.param((node(CPU, "max_workers"), 3), id="type-max-workers"),
+        pytest.param((node(CPU, "idle_timeout_s"), 30.0), id="idle-timeout-s"),
+        pytest.param((node(CPU, "launch_timeout_s"), 900.0), id="launch-timeout-s"),
+        pytest.param((node(GPU, "cost"), 2.0), id="cost"),
+        pytest.param((node(GPU, "fallback"), DELETE), id="fallback"),
+        pytest.param((("max_workers",), 9), id="cluster-max-workers"),
+        pytest.param((("upscaling_speed",), 3.0), id="upscaling-speed"),
+        pytest.param((("idle_timeout_minutes",), 1), id="idle-timeout-minutes"),
+        pytest.param((("file_mounts",), {"/a": "/b"}), id="launcher-only-field"),
+        pytest.param(
+            (
+                ("available_node_types", "ray.worker.extra"),
+                {
+                    "resources": {"CPU": 1},
+                    "max_workers": 1,
+                    "node_config": {"azure_arm_parameters": {"vmSize": "Standard_D2s_v3", **IMAGE}},
+                },
+            ),
+            id="another-node-type",
+        ),
+    ],
+)
+def test_node_hash_ignores_planner_settings_and_other_node_types(edit: tuple[tuple[str, ...], object]):
+    assert node_hashes(changed(BASE, edit)) == node_hashes(BASE)
+
+
+class ProviderOfALaterRelease(ProviderConfig):
+    spot_restore: bool = False
+
+
+class AuthOfALaterRelease(AuthConfig):
+    ssh_certificate: str | None = None
+
+
+class NodeTypeOfALaterRelease(NodeTypeConfig):
+    priority_class: str = "normal"
+
+
+class ClusterConfigOfALaterRelease(ClusterConfig):
+    """A later release adds fields with defaults everywhere: the stored configs of this one hash as before."""
+
+    provider: ProviderOfALaterRelease
+    auth: AuthOfALaterRelease
+    available_node_types: dict[str, NodeTypeOfALaterRelease]  # type: ignore[assignment]
+    preemption_notice_s: float = 30.0
+
+
+def test_fields_added_later_with_their_defaults_change_no_hash():
+    config = parse_cluster_config(BASE).config
+    later = ClusterConfigOfALaterRelease.from_json(config.to_json())
+    assert later.to_json() != config.to_json()  # the unversioned hash (sha256 of this) would change
+    assert later.config_hash() == config.config_hash()
+    assert later.is_same_config(config.config_hash())
+    for name, is_head in BASE_NODE_HASHES:
+        assert later.node_hash(name, is_head=is_head) == config.node_hash(name, is_head=is_head)
+
+
+@pytest.mark.parametrize(
+    ("value", "version"),
+    [
+        pytest.param("", "", id="none"),
+        pytest.param("ab" * 32, "v1", id="bare-sha256"),
+        pytest.param("v2:" + "ab" * 32, "v2", id="v2"),
+        pytest.param("v3:whatever", "v3", id="later"),
+        pytest.param("old-config", "", id="unversioned-text"),
+    ],
+)
+def test_hash_version(value: str, version: str):
+    assert hash_version(value) == version
+
+
+@pytest.mark.parametrize(
+    ("stored", "current", "outdated"),
+    [
+        pytest.param("v2:aa", "v2:aa", False, id="same"),
+        pytest.param("v2:aa", "v2:bb", True, id="changed"),
+        pytest.param("", "v2:bb", False, id="no-stored-hash"),
+        pytest.param("ab" * 32, "v2:bb", False, id="earlier-release"),
+        pytest.param("v3:cc", "v2:bb", False, id="later-release-then-rollback"),
+        pytest.param("old-config", "current-config", True, id="same-scheme-without-version"),
+    ],
+)
+def test_is_outdated_node_hash_compares_hashes_of_one_scheme_only(stored: str, current: str, outdated: bool):
+    assert is_outdated_node_hash(stored, current) is outdated
+
+
 def test_to_json_is_sorted_compact_json():
     text = parse_cluster_config(BASE).config.to_json()
     assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
@@ -992,6 +1211,73 @@ def test_from_json_rejects_damaged_text_with_config_error(text: str, path: str):
     with pytest.raises(ConfigError) as raised:
         ClusterConfig.from_json(text)
     assert path in {error.path for error in raised.value.errors}
+
+
+def stored_json(edit: Any) -> str:
+    """BASE as the store holds it, then changed as a document (what another release may have written)."""
+    document = json.loads(parse_cluster_config(BASE).config.to_json())
+    return json.dumps(edit(document))
+
+
+def with_unknown_fields(document: dict[str, Any]) -> dict[str, Any]:
+    document["spot_restore_policy"] = "eager"  # a later release's field
+    document["available_node_types"][CPU]["priority_class"] = "high"
+    document["provider"]["boot_diagnostics"] = True  # as left by a release that had it, before it was removed
+    document["auth"]["ssh_certificate"] = None
+    return document
+
+
+def test_stored_config_with_unknown_fields_loads_without_them():
+    config = ClusterConfig.from_json(stored_json(with_unknown_fields))
+    assert config == parse_cluster_config(BASE).config
+    assert node_hashes(BASE) == {
+        (name, is_head): config.node_hash(name, is_head=is_head) for name, is_head in BASE_NODE_HASHES
+    }
+
+
+def test_the_same_body_at_the_api_is_refused_with_each_unknown_field():
+    with pytest.raises(ConfigError) as raised:
+        parse_cluster_config(stored_json(with_unknown_fields), "application/json")
+    unknown = {error.path for error in raised.value.errors if error.message.startswith("unknown field")}
+    assert unknown == {
+        "spot_restore_policy",
+        node_path(CPU, "priority_class"),
+        "provider.boot_diagnostics",
+        "auth.ssh_certificate",
+    }
+
+
+def test_model_validation_outside_storage_stays_strict():
+    document = with_unknown_fields(json.loads(parse_cluster_config(BASE).config.to_json()))
+    with pytest.raises(ValidationError) as raised:
+        ClusterConfig.model_validate(document)
+    assert {error["type"] for error in raised.value.errors()} == {"extra_forbidden"}
+
+
+def test_stored_config_that_todays_rules_refuse_still_loads():
+    """The previous release took ECDSA keys (Azure refuses them; this release does too, at the API): a cluster stored
+    with one must still tick, so it can at least be deleted."""
+    ecdsa = "ecdsa-sha2-nistp256 " + base64.b64encode(b"\0\0\0\x13ecdsa-sha2-nistp256" + bytes(8)).decode()
+
+    def with_ecdsa_key(document: dict[str, Any]) -> dict[str, Any]:
+        document["auth"]["ssh_public_key"] = ecdsa
+        return document
+
+    assert ClusterConfig.from_json(stored_json(with_ecdsa_key)).auth.ssh_public_key == ecdsa
+    with pytest.raises(ConfigError) as raised:
+        parse_cluster_config(stored_json(with_ecdsa_key), "application/json")
+    assert {error.path for error in raised.value.errors} == {"auth.ssh_public_key"}
+
+
+def test_stored_config_types_are_still_checked():
+    def with_text_count(document: dict[str, Any]) -> dict[str, Any]:
+        document["max_workers"] = "6"
+        del document["head_node_type"]
+        return document
+
+    with pytest.raises(ConfigError) as raised:
+        ClusterConfig.from_json(stored_json(with_text_count))
+    assert {error.path for error in raised.value.errors} == {"max_workers", "head_node_type"}
 
 
 def test_field_error_is_a_value():
