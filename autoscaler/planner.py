@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from autoscaler.config import ClusterConfig, NodeTypeConfig
+from autoscaler.config import ClusterConfig, NodeTypeConfig, is_outdated_node_hash
 from autoscaler.model import (
     GangDemand,
     GangStrategy,
@@ -86,6 +86,9 @@ class WorkerType:
     cost: float  # relative price per hour; only ratios between types matter
     cost_basis: str  # where `cost` came from, for reasons and the status page
     fallback: str | None = None
+    # ClusterConfig.node_hash of this type as a worker: its instances launched with another are outdated.
+    # "" (configs built by hand) falls back to PlannerConfig.config_hash.
+    config_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class PlannerConfig:
                     cost=cost,
                     cost_basis=basis,
                     fallback=node_type.fallback,
+                    config_hash=config.node_hash(name, is_head=False),
                 )
             )
         head = config.available_node_types[config.head_node_type]
@@ -752,7 +756,9 @@ class _Planner:
         return _Slot(free, total, 1, node_type, kind, node.instance_id, idle_duration_s=node.idle_duration_s)
 
     def _is_outdated(self, record: InstanceRecord) -> bool:
-        return bool(record.config_hash) and record.config_hash != self.config.config_hash
+        worker = self.types.get(record.node_type)
+        current = worker.config_hash if worker is not None and worker.config_hash else self.config.config_hash
+        return is_outdated_node_hash(record.config_hash, current)
 
     def _terminate(self, record: InstanceRecord, reason: str, *, drain: bool) -> None:
         self.terminations.append(Termination(record.instance_id, reason, drain=drain))

@@ -459,7 +459,7 @@ def _queue(tick: _Tick, node_type: str, *, is_head: bool, reason: str = "") -> N
         status_since=tick.now,
         created_at=tick.now,
         is_head=is_head,
-        config_hash=tick.config.config_hash(),
+        config_hash=tick.config.node_hash(node_type, is_head=is_head),
         availability_zone=zones[same_type % len(zones)] if zones else "",
     )
     tick.inserted.add(instance_id)

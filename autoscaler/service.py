@@ -175,7 +175,7 @@ class Service:
         for _ in range(HTTP_RETRIES_ON_CONFLICT):
             existing = self.store.get_cluster(config.cluster_name)
             if existing is not None and existing.status != ClusterStatus.DELETED:
-                if existing.config_hash != submitted_hash:
+                if not config.is_same_config(existing.config_hash):
                     raise ClusterConflict(
                         f"a cluster named {config.cluster_name!r} exists with another config; "
                         "destroy it first or choose another cluster_name",

@@ -30,14 +30,7 @@ from autoscaler.state import TableStateStore
 from tests.support.azurite import Azurite
 from tests.support.fakes import FakeCloudProvider, FakeRayReader
 
-pytestmark = [
-    pytest.mark.azurite,
-    # config.py hashes with v2 now; planner.py, reconcile.py and service.py must compare with it (the three hunks in
-    # docs/decisions/config-hash.md, "What compares them"). Remove this mark in the commit that lands them.
-    pytest.mark.xfail(
-        strict=True, reason="planner/reconcile/service still compare config_hash() (docs/decisions/config-hash.md)"
-    ),
-]
+pytestmark = pytest.mark.azurite
 
 ROWS = Path(__file__).resolve().parents[1] / "data" / "upgrade" / "previous-release-rows.json"
 TICKS = 6
