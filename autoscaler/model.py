@@ -267,6 +267,9 @@ class ClusterRecord:
     # nothing of it exists in the cloud, so deleting it needs no provider at all.
     cloud_touched: bool = False
     head_auth_error: str = ""  # the head agent refuses the cluster token; "" while it accepts it (or is unknown)
+    # Set when a deleted cluster's rows were removed after the retention period: the row is then a tombstone that
+    # only keeps the name's generation (so a new cluster of that name never gets an old cluster's token).
+    purged_at: datetime | None = None
     etag: str = ""  # set by the store; an update must carry the etag it read
 
 

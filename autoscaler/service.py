@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from autoscaler.config import (
@@ -23,7 +23,14 @@ from autoscaler.config import (
 )
 from autoscaler.model import ClusterRecord, ClusterStatus, Event
 from autoscaler.reconcile import ReconcileDeps, TickResult, describe_error, reconcile
-from autoscaler.state import ConfigTooLargeError, ConflictError, StateStore, StorageUnavailableError
+from autoscaler.state import (
+    ConfigTooLargeError,
+    ConflictError,
+    GuardedStore,
+    StateStore,
+    StorageUnavailableError,
+    storage_errors,
+)
 from autoscaler.tokens import bearer_token, tokens_match
 from autoscaler.views import (
     AcceptedResponse,
@@ -99,7 +106,8 @@ def _storage_guarded(method: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(method)
     def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return method(*args, **kwargs)
+            with storage_errors():  # a queue that raises the SDK's own errors is storage too
+                return method(*args, **kwargs)
         except StorageUnavailableError as error:
             raise StorageUnavailable(f"cluster state is unavailable right now: {error}") from error
 
@@ -129,6 +137,20 @@ class Created:
     response: CreateResponse
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How long what the control plane writes is kept (app settings in wiring.py; docs/deploy.md lists them)."""
+
+    event_max_age: timedelta = timedelta(days=7)
+    events_per_cluster: int = 500
+    deleted_cluster_rows: timedelta = timedelta(hours=24)  # a deleted cluster's rows stay viewable this long
+    poison_event_window: timedelta = timedelta(hours=1)  # at most one `poison` event per cluster per window
+    # Housekeeping rides on the timer's fan-out, a few clusters per run, each at most once per interval: its cost
+    # is a few partition reads per run, never a scan of everything every 15 s.
+    prune_interval: timedelta = timedelta(hours=1)
+    clusters_per_timer_run: int = 5
+
+
 class Service:
     def __init__(
         self,
@@ -140,11 +162,16 @@ class Service:
         clusters_resource_group: str = "",
         api_base_path: str = "/api",
         provider_check: ProviderCheck | None = None,
+        retention: Retention | None = None,
     ) -> None:
+        # The store as the service sees it: an outage is StorageUnavailableError whatever the backend raises.
+        self.store: StateStore = GuardedStore(deps.store)
+        deps = replace(deps, store=self.store)
         self.deps = deps
+        self.retention = retention or Retention()
+        self._events_pruned_at: dict[str, datetime] = {}  # per process: a new one prunes again, which is harmless
         # Asked at create time, so a cluster whose every tick would fail is refused with 400 instead of accepted.
         self.provider_check = provider_check
-        self.store: StateStore = deps.store
         self.queue = queue
         self.allow_local_provider = allow_local_provider
         self.ssh_keygen = ssh_keygen
@@ -292,7 +319,7 @@ class Service:
 
     @_storage_guarded
     def list_clusters(self) -> ClusterList:
-        records = sorted(self.store.list_clusters(), key=lambda r: r.name)
+        records = sorted((r for r in self.store.list_clusters() if r.purged_at is None), key=lambda r: r.name)
         return ClusterList(
             clusters=[
                 ClusterSummary(name=r.name, status=r.status, created_at=r.created_at, updated_at=r.updated_at)
@@ -302,7 +329,7 @@ class Service:
 
     def _require(self, name: str) -> ClusterRecord:
         record = self.store.get_cluster(name)
-        if record is None:
+        if record is None or record.purged_at is not None:  # a tombstone is a cluster that is gone
             raise ClusterNotFound(f"no cluster named {name!r}")
         return record
 
@@ -346,6 +373,8 @@ class Service:
         The cluster token only lets its holder wake its own cluster: nothing else is reachable with it.
         """
         record = self.store.get_cluster(name)
+        if record is not None and record.purged_at is not None:
+            record = None
         presented = bearer_token(authorization)
         if presented is None:
             raise Unauthorized("send Authorization: Bearer <cluster token>")
@@ -368,13 +397,82 @@ class Service:
         """The timer's fan-out: one message per active cluster, none for a cluster backing off (its tick would be a
         no-op; the first timer after its backoff ends queues it again)."""
         now = self.clock()
+        records = self.store.list_clusters()
         count = 0
-        for record in self.store.list_clusters():
+        for record in records:
             backing_off = record.backoff_until is not None and now < record.backoff_until
             if record.status.is_active and not backing_off:
                 self._enqueue(record.name, "timer")
                 count += 1
+        try:
+            self.housekeep(records, now)
+        except Exception:
+            # The messages are out; what housekeeping did not get to, a later run does.
+            log.exception("timer: housekeeping failed")
         return count
+
+    def housekeep(self, records: list[ClusterRecord], now: datetime) -> None:
+        """Retention, a few clusters per timer run: deleted clusters' rows after `deleted_cluster_rows`, then events
+        beyond `event_max_age` / `events_per_cluster`, each cluster at most once per `prune_interval`."""
+        budget = self.retention.clusters_per_timer_run
+        expired = [
+            r
+            for r in records
+            if r.status == ClusterStatus.DELETED
+            and r.purged_at is None
+            and now - r.updated_at >= self.retention.deleted_cluster_rows
+        ]
+        for record in expired[:budget]:
+            self._purge(record)
+        budget -= min(budget, len(expired))
+        never = datetime.min.replace(tzinfo=UTC)
+        due = sorted(
+            (self._events_pruned_at.get(r.name, never), r.name)
+            for r in records
+            if r.purged_at is None
+            and r not in expired
+            and now - self._events_pruned_at.get(r.name, never) >= self.retention.prune_interval
+        )
+        for _, name in due[:budget]:
+            pruned = self.store.prune_events(
+                name, older_than=now - self.retention.event_max_age, keep_newest=self.retention.events_per_cluster
+            )
+            self._events_pruned_at[name] = now
+            if pruned:
+                log.info("cluster %s: %d old event(s) pruned", name, pruned)
+
+    def _purge(self, listed: ClusterRecord) -> None:
+        """Remove a deleted cluster's instance rows and events, and cut its row down to a tombstone.
+
+        The row is kept (name, generation, times), not deleted: a new cluster of the same name must get the next
+        generation, hence a token no earlier cluster had. Rows are removed only if written before `before`, and the
+        tombstone is written with the row's etag, so a cluster re-created meanwhile loses nothing and stays as is.
+        """
+        before = self.clock()
+        current = self.store.get_cluster(listed.name)
+        if current is None or current.etag != listed.etag:
+            return  # changed since the list (re-created?): not this run
+        removed = self.store.purge_cluster_rows(listed.name, before=before)
+        tombstone = replace(
+            ClusterRecord(
+                name=current.name,
+                status=ClusterStatus.DELETED,
+                config_json="",
+                config_hash="",
+                generation=current.generation,
+                created_at=current.created_at,
+                updated_at=current.updated_at,
+                status_reason="rows removed after the retention period",
+                cloud_touched=current.cloud_touched,
+                purged_at=before,
+            ),
+            etag=current.etag,
+        )
+        try:
+            self.store.update_cluster(tombstone)
+        except ConflictError:
+            return
+        log.info("cluster %s: deleted %s ago, %d row(s) removed", listed.name, before - current.updated_at, removed)
 
     def tick(self, message: ReconcileMessage) -> TickResult:
         """One reconcile. Never raises: a failure of the cluster is recorded on it by `reconcile`, and a message
@@ -403,7 +501,12 @@ class Service:
                 detail="; ".join(result.actions)[:500],
                 follow_ups=message.follow_ups + 1,
             )
-            self.queue.send(follow_up, delay_s=FOLLOW_UP_DELAY_S)
+            try:
+                with storage_errors():
+                    self.queue.send(follow_up, delay_s=FOLLOW_UP_DELAY_S)
+            except StorageUnavailableError as error:
+                # The tick's work is saved; without its follow-up, the timer's next tick carries on.
+                log.warning("reconcile %s: follow-up not queued: %s", message.cluster_name, error)
         log.info(
             "reconcile %s (%s): %s %s",
             message.cluster_name,
@@ -421,8 +524,15 @@ class Service:
         name = _cluster_name_of(raw_body)
         text = f"a reconcile message failed maxDequeueCount times and went to the poison queue: {raw_body[:500]}"
         log.error("cluster %s: %s", name or "?", text)
-        if name and self.store.get_cluster(name) is not None:
-            self.store.append_event(Event(name, self.clock(), "poison", text))
+        record = self.store.get_cluster(name) if name else None
+        if record is None or record.purged_at is not None:
+            return
+        now = self.clock()
+        window = self.retention.poison_event_window
+        # Capped: a storm of poisoned messages is one event per window (the rest are in the log), not a flood.
+        if self.store.has_event_since(name, "poison", now - window):
+            return
+        self.store.append_event(Event(name, now, "poison", f"{text} (more within {window} are only logged)"))
 
     def _enqueue(self, name: str, reason: ReconcileReason, detail: str = "", *, delay_s: int = 0) -> None:
         message = ReconcileMessage(cluster_name=name, reason=reason, enqueued_at=self.clock(), detail=detail[:500])

@@ -30,6 +30,11 @@ class Settings:
     clusters_subscription_id: str
     clusters_resource_group: str  # where Azure clusters go: the one group the app's custom role is granted on
     function_subnet_id: str  # the app's subnet: allowed to reach Ray ports on cluster NSGs
+    # Retention (docs/deploy.md): events older than this or beyond this many per cluster are pruned; a deleted
+    # cluster's rows are removed this long after its deletion.
+    event_retention_days: float = 7.0
+    events_per_cluster: int = 500
+    deleted_cluster_retention_hours: float = 24.0
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -57,7 +62,25 @@ class Settings:
             clusters_subscription_id=env.get("CLUSTERS_SUBSCRIPTION_ID", ""),
             clusters_resource_group=env.get("CLUSTERS_RESOURCE_GROUP", "").strip(),
             function_subnet_id=env.get("FUNCTION_SUBNET_ID", ""),
+            event_retention_days=_number(env, "EVENT_RETENTION_DAYS", 7.0),
+            events_per_cluster=int(_number(env, "EVENTS_PER_CLUSTER", 500, whole=True)),
+            deleted_cluster_retention_hours=_number(env, "DELETED_CLUSTER_RETENTION_HOURS", 24.0),
         )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, whole: bool = False) -> float:
+    """A positive number from the settings, or `default` when unset; a SettingsError naming the setting otherwise."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        value = -1
+    if not value > 0 or value == float("inf"):
+        kind = "a whole number" if whole else "a number"
+        raise SettingsError(f"{name} must be {kind} above 0, not {text!r}")
+    return value
 
 
 # Azurite's documented development account on its default ports (what UseDevelopmentStorage=true means).

@@ -11,6 +11,10 @@ Contract (tests/integration/test_state_contract.py runs it against both):
 - Events list newest first.
 - `commit_instances` writes a cluster's instance rows together with the cluster's fence row in one
   transaction: all or nothing. Two commits from the same `read_instances` snapshot: exactly one succeeds.
+- Retention: `prune_events` deletes a cluster's events older than a time or beyond its newest N;
+  `purge_cluster_rows` deletes a cluster's instance rows (and fence) and events written before a time;
+  `has_event_since` answers whether an event of a kind was written since a time. Each costs one partition read.
+- Storage that does not answer (connection or read timeout, 5xx) raises `StorageUnavailableError`.
 
 Both stores share one encoding (`EntityStateStore` over the six primitives of `EntityTables`), so the
 in-memory store holds exactly the rows Table Storage would, with the same size limits.
@@ -127,6 +131,19 @@ class StateStore(Protocol):
         """Newest first."""
         ...
 
+    def has_event_since(self, cluster_name: str, kind: str, since: datetime) -> bool:
+        """Whether the cluster has an event of `kind` at or after `since`."""
+        ...
+
+    def prune_events(self, cluster_name: str, *, older_than: datetime, keep_newest: int) -> int:
+        """Delete the cluster's events from before `older_than` and those beyond its `keep_newest` newest; the count."""
+        ...
+
+    def purge_cluster_rows(self, cluster_name: str, *, before: datetime) -> int:
+        """Delete the cluster's instance rows created before `before` (and its fence) and its events from before
+        `before`; the count. The cluster row itself is the caller's (it keeps the generation, see service.py)."""
+        ...
+
 
 # --------------------------------------------------------------------------------------------
 # Limits of Azure Table Storage, which the in-memory store enforces too so both behave alike
@@ -160,6 +177,7 @@ _OPERATION_ENVELOPE_BYTES = 1024  # MIME part headers, request line with the key
 _ANNOTATION_BYTES = 64  # per property: the "@odata.type" annotation the SDK adds to datetimes and 64-bit integers
 
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+_PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 # Characters Table Storage refuses in PartitionKey and RowKey.
 _FORBIDDEN_KEY_CHARACTERS = re.compile(r"[/\\#?\u0000-\u001f\u007f-\u009f]")
 _MAX_KEY_UTF16_UNITS = 512  # 1 KiB of UTF-16
@@ -284,6 +302,8 @@ def encode_cluster(record: ClusterRecord) -> Entity:
         entity["backoff_until"] = _to_utc(record.backoff_until, "backoff_until")
     entity["cloud_touched"] = record.cloud_touched
     put_text(entity, "head_auth_error", record.head_auth_error)
+    if record.purged_at is not None:
+        entity["purged_at"] = _to_utc(record.purged_at, "purged_at")
     size_bytes = entity_size_bytes(entity)
     if size_bytes > MAX_ENTITY_BYTES:
         config_bytes = utf16_units(record.config_json) * 2
@@ -321,6 +341,7 @@ def decode_cluster(entity: Mapping[str, object], etag: str) -> ClusterRecord:
         # A row written before the flag existed may have created anything: it is deleted through its provider.
         cloud_touched=_as_bool(entity.get("cloud_touched", True), "cloud_touched"),
         head_auth_error=get_text(entity, "head_auth_error"),
+        purged_at=_optional_datetime(entity, "purged_at"),
         etag=etag,
     )
 
@@ -571,10 +592,26 @@ class EntityTables(Protocol):
 
     def get(self, table: TableKind, partition_key: str, row_key: str) -> StoredEntity | None: ...
 
-    def query(self, table: TableKind, partition_key: str, limit: int | None = None) -> Iterator[StoredEntity]: ...
+    def query(
+        self,
+        table: TableKind,
+        partition_key: str,
+        limit: int | None = None,
+        *,
+        row_key_below: str | None = None,
+        where: Mapping[str, str] | None = None,
+        select: Sequence[str] | None = None,
+    ) -> Iterator[StoredEntity]:
+        """The partition's rows in RowKey order; only RowKeys below `row_key_below`, only rows whose text properties
+        equal `where`, only the `select`ed properties (besides the keys) when given."""
+        ...
 
     def insert(self, table: TableKind, entity: Entity) -> str:
         """The new etag. Raises ConflictError when the row exists."""
+        ...
+
+    def delete_rows(self, table: TableKind, partition_key: str, row_keys: Sequence[str]) -> None:
+        """Delete these rows whatever their etag; rows already gone are fine."""
         ...
 
     def replace(self, table: TableKind, entity: Entity, etag: str) -> str:
@@ -688,6 +725,54 @@ class EntityStateStore:
             return []
         return [decode_event(stored.properties) for stored in self._tables.query(TableKind.EVENTS, cluster_name, limit)]
 
+    def has_event_since(self, cluster_name: str, kind: str, since: datetime) -> bool:
+        _check_key(cluster_name, "cluster name")
+        # Newer events have smaller RowKeys: this reads the window only, filtered by kind on the service's side.
+        newer = self._tables.query(
+            TableKind.EVENTS,
+            cluster_name,
+            1,
+            row_key_below=_event_key_bound(since),
+            where={"kind": kind},
+            select=("kind",),
+        )
+        return next(newer, None) is not None
+
+    def prune_events(self, cluster_name: str, *, older_than: datetime, keep_newest: int) -> int:
+        _check_key(cluster_name, "cluster name")
+        too_old = _event_key_bound(older_than)  # RowKeys from here on are events from before `older_than`
+        keys = [str(stored.properties["RowKey"]) for stored in self._row_keys(TableKind.EVENTS, cluster_name)]
+        doomed = [key for index, key in enumerate(keys) if index >= keep_newest or key > too_old]
+        self._tables.delete_rows(TableKind.EVENTS, cluster_name, doomed)
+        return len(doomed)
+
+    def purge_cluster_rows(self, cluster_name: str, *, before: datetime) -> int:
+        _check_key(cluster_name, "cluster name")
+        instances = [
+            str(stored.properties["RowKey"])
+            for stored in self._tables.query(TableKind.INSTANCES, cluster_name, select=("created_at",))
+            if stored.properties["RowKey"] == FENCE_ROW_KEY
+            or _from_utc(stored.properties.get("created_at"), "created_at") < before
+        ]
+        too_old = _event_key_bound(before)
+        events = [
+            str(stored.properties["RowKey"])
+            for stored in self._row_keys(TableKind.EVENTS, cluster_name)
+            if str(stored.properties["RowKey"]) > too_old
+        ]
+        self._tables.delete_rows(TableKind.INSTANCES, cluster_name, instances)
+        self._tables.delete_rows(TableKind.EVENTS, cluster_name, events)
+        return len(instances) + len(events)
+
+    def _row_keys(self, table: TableKind, partition_key: str) -> Iterator[StoredEntity]:
+        # Projected to one small property: a thousand keys per round trip, whatever the rows hold.
+        return self._tables.query(table, partition_key, select=())
+
+
+def _event_key_bound(at: datetime) -> str:
+    """Below this RowKey: events after `at`; above it: events at or before `at` (RowKeys invert time)."""
+    return event_row_key(at, "")
+
 
 def _encode_for_commit(cluster_name: str, record: InstanceRecord) -> Entity:
     if record.cluster_name != cluster_name:
@@ -794,13 +879,33 @@ class AzureEntityTables:
             return None
         return StoredEntity(entity, _etag_of(entity.metadata))
 
-    def query(self, table: TableKind, partition_key: str, limit: int | None = None) -> Iterator[StoredEntity]:
+    def query(
+        self,
+        table: TableKind,
+        partition_key: str,
+        limit: int | None = None,
+        *,
+        row_key_below: str | None = None,
+        where: Mapping[str, str] | None = None,
+        select: Sequence[str] | None = None,
+    ) -> Iterator[StoredEntity]:
         client = self._client(table)
+        conditions = ["PartitionKey eq @partition_key"]
+        parameters: dict[str, str] = {"partition_key": partition_key}
+        if row_key_below is not None:
+            conditions.append("RowKey lt @row_key_below")
+            parameters["row_key_below"] = row_key_below
+        for index, (name, value) in enumerate(sorted((where or {}).items())):
+            if not _PROPERTY_NAME.match(name):
+                raise ValueError(f"{name!r} is not a property name")
+            conditions.append(f"{name} eq @where{index}")
+            parameters[f"where{index}"] = value
         # The page size bounds the first request, so a limited read costs one round trip.
         pages = client.query_entities(
-            "PartitionKey eq @partition_key",
-            parameters={"partition_key": partition_key},
+            " and ".join(conditions),
+            parameters=parameters,
             results_per_page=min(limit, 1000) if limit is not None else None,
+            select=[*select, "PartitionKey", "RowKey"] if select is not None else None,
         )
         with storage_errors():  # pages are fetched while the caller iterates
             for entity in itertools.islice(pages, limit):
@@ -848,6 +953,23 @@ class AzureEntityTables:
                 raise ConflictError(f"{table.value} row {partition_key}/{row_key} changed since it was read") from error
             raise
 
+    def delete_rows(self, table: TableKind, partition_key: str, row_keys: Sequence[str]) -> None:
+        client = self._client(table)
+        for start in range(0, len(row_keys), MAX_TRANSACTION_OPERATIONS):
+            chunk = row_keys[start : start + MAX_TRANSACTION_OPERATIONS]
+            operations: list[_TransactionOperation] = [
+                (TransactionOperation.DELETE, _keys_entity(partition_key, key)) for key in chunk
+            ]
+            with storage_errors():
+                try:
+                    client.submit_transaction(operations)  # unconditional deletes: If-Match *
+                except TableTransactionError as error:
+                    if error.status_code != HTTPStatus.NOT_FOUND:
+                        raise
+                    # A row of the chunk is gone already (a racing pruner): the rest one by one, 404 being success.
+                    for key in chunk:
+                        client.delete_entity(partition_key, key)
+
     def transact(self, table: TableKind, writes: Sequence[EntityWrite]) -> list[str]:
         _check_transaction(table, writes)
         client = self._client(table)
@@ -894,6 +1016,10 @@ def _transaction_operation(write: EntityWrite) -> _TransactionOperation:
         write.entity,
         {"mode": UpdateMode.REPLACE, "etag": write.etag, "match_condition": MatchConditions.IfNotModified},
     )
+
+
+def _keys_entity(partition_key: str, row_key: str) -> Entity:
+    return {"PartitionKey": partition_key, "RowKey": row_key}
 
 
 def _etag_of(metadata: Mapping[str, object]) -> str:
@@ -946,6 +1072,77 @@ class TableStateStore(EntityStateStore):
         self._azure_tables.close()
 
 
+class GuardedStore:
+    """Any `StateStore`, whose "storage did not answer" errors arrive as `StorageUnavailableError` whatever the
+    backend raised (an SDK's ServiceRequestError from a store that does not translate them itself, say). The service
+    wraps its store in one, so the reconcile shell and the HTTP use cases tell an outage from a failing cluster."""
+
+    def __init__(self, inner: StateStore) -> None:
+        self.inner = inner
+
+    def get_cluster(self, name: str) -> ClusterRecord | None:
+        with storage_errors():
+            return self.inner.get_cluster(name)
+
+    def list_clusters(self) -> list[ClusterRecord]:
+        with storage_errors():
+            return self.inner.list_clusters()
+
+    def insert_cluster(self, record: ClusterRecord) -> ClusterRecord:
+        with storage_errors():
+            return self.inner.insert_cluster(record)
+
+    def update_cluster(self, record: ClusterRecord) -> ClusterRecord:
+        with storage_errors():
+            return self.inner.update_cluster(record)
+
+    def list_instances(self, cluster_name: str) -> list[InstanceRecord]:
+        with storage_errors():
+            return self.inner.list_instances(cluster_name)
+
+    def insert_instance(self, record: InstanceRecord) -> InstanceRecord:
+        with storage_errors():
+            return self.inner.insert_instance(record)
+
+    def update_instance(self, record: InstanceRecord) -> InstanceRecord:
+        with storage_errors():
+            return self.inner.update_instance(record)
+
+    def delete_instance(self, record: InstanceRecord) -> None:
+        with storage_errors():
+            self.inner.delete_instance(record)
+
+    def read_instances(self, cluster_name: str) -> InstanceSnapshot:
+        with storage_errors():
+            return self.inner.read_instances(cluster_name)
+
+    def commit_instances(
+        self, cluster_name: str, fence_etag: str, records: Sequence[InstanceRecord]
+    ) -> InstanceSnapshot:
+        with storage_errors():
+            return self.inner.commit_instances(cluster_name, fence_etag, records)
+
+    def append_event(self, event: Event) -> None:
+        with storage_errors():
+            self.inner.append_event(event)
+
+    def list_events(self, cluster_name: str, limit: int = 50) -> list[Event]:
+        with storage_errors():
+            return self.inner.list_events(cluster_name, limit)
+
+    def has_event_since(self, cluster_name: str, kind: str, since: datetime) -> bool:
+        with storage_errors():
+            return self.inner.has_event_since(cluster_name, kind, since)
+
+    def prune_events(self, cluster_name: str, *, older_than: datetime, keep_newest: int) -> int:
+        with storage_errors():
+            return self.inner.prune_events(cluster_name, older_than=older_than, keep_newest=keep_newest)
+
+    def purge_cluster_rows(self, cluster_name: str, *, before: datetime) -> int:
+        with storage_errors():
+            return self.inner.purge_cluster_rows(cluster_name, before=before)
+
+
 # --------------------------------------------------------------------------------------------
 # In memory: the same encoding and limits, rows in dicts behind one lock
 # --------------------------------------------------------------------------------------------
@@ -963,10 +1160,34 @@ class InMemoryEntityTables:
         with self._lock:
             return self._rows[table].get((partition_key, row_key))
 
-    def query(self, table: TableKind, partition_key: str, limit: int | None = None) -> Iterator[StoredEntity]:
+    def query(
+        self,
+        table: TableKind,
+        partition_key: str,
+        limit: int | None = None,
+        *,
+        row_key_below: str | None = None,
+        where: Mapping[str, str] | None = None,
+        select: Sequence[str] | None = None,
+    ) -> Iterator[StoredEntity]:
         with self._lock:
-            matching = sorted((key, stored) for key, stored in self._rows[table].items() if key[0] == partition_key)
-        return iter([stored for _, stored in matching][:limit])
+            matching = sorted(
+                (key, stored)
+                for key, stored in self._rows[table].items()
+                if key[0] == partition_key
+                and (row_key_below is None or key[1] < row_key_below)
+                and all(stored.properties.get(name) == value for name, value in (where or {}).items())
+            )
+        rows = [stored for _, stored in matching][:limit]
+        if select is not None:
+            kept = {*select, "PartitionKey", "RowKey"}
+            rows = [StoredEntity({k: v for k, v in row.properties.items() if k in kept}, row.etag) for row in rows]
+        return iter(rows)
+
+    def delete_rows(self, table: TableKind, partition_key: str, row_keys: Sequence[str]) -> None:
+        with self._lock:
+            for key in row_keys:
+                self._rows[table].pop((partition_key, key), None)
 
     def insert(self, table: TableKind, entity: Entity) -> str:
         key = _row_key_of(entity)

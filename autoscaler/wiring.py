@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 from autoscaler.config import ClusterConfig, FieldError
 from autoscaler.model import HeadInfo
 from autoscaler.reconcile import ReconcileDeps
-from autoscaler.service import Service
+from autoscaler.service import Retention, Service
 from autoscaler.settings import RECONCILE_QUEUE, Settings
 from autoscaler.tokens import cluster_token
 from provisioning.cloud import CloudProvider
@@ -133,6 +133,11 @@ def build_service(settings: Settings | None = None, *, clock: Callable[[], datet
         ssh_keygen=_ssh_keygen,
         clusters_resource_group=settings.clusters_resource_group,
         provider_check=providers.check,
+        retention=Retention(
+            event_max_age=timedelta(days=settings.event_retention_days),
+            events_per_cluster=settings.events_per_cluster,
+            deleted_cluster_rows=timedelta(hours=settings.deleted_cluster_retention_hours),
+        ),
     )
 
 

@@ -34,6 +34,7 @@ from autoscaler.state import (
     InMemoryStateStore,
     InstanceSnapshot,
     StateStore,
+    TableKind,
     TableStateStore,
 )
 from tests.support.azurite import Azurite
@@ -502,6 +503,87 @@ def test_events_at_the_same_instant_are_all_kept(store: StateStore) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Retention
+# --------------------------------------------------------------------------------------------
+
+
+def append_minutely(store: StateStore, count: int, cluster: str = "demo", kind: str = "launch") -> list[Event]:
+    events = [Event(cluster, T0 + timedelta(minutes=minute), kind, f"event {minute}") for minute in range(count)]
+    for event in events:
+        store.append_event(event)
+    return events
+
+
+def test_pruning_keeps_only_the_newest_events_of_the_cluster(store: StateStore) -> None:
+    events = append_minutely(store, 12)
+    others = append_minutely(store, 3, cluster="other")
+
+    pruned = store.prune_events("demo", older_than=T0 - timedelta(days=1), keep_newest=5)
+
+    assert pruned == 7
+    assert store.list_events("demo", limit=100) == list(reversed(events[-5:]))
+    assert store.list_events("other") == list(reversed(others))
+
+
+def test_pruning_removes_events_older_than_the_cutoff(store: StateStore) -> None:
+    events = append_minutely(store, 10)
+
+    pruned = store.prune_events("demo", older_than=T0 + timedelta(minutes=4), keep_newest=500)
+
+    assert pruned == 5  # minutes 0..4: the one at the cutoff too
+    assert store.list_events("demo", limit=100) == list(reversed(events[5:]))
+
+
+def test_pruning_a_cluster_without_old_events_deletes_nothing(store: StateStore) -> None:
+    events = append_minutely(store, 3)
+
+    assert store.prune_events("demo", older_than=T0 - timedelta(minutes=1), keep_newest=500) == 0
+    assert store.list_events("demo") == list(reversed(events))
+
+
+def test_more_than_one_transaction_of_events_is_pruned(store: StateStore) -> None:
+    append_minutely(store, 230)
+
+    assert store.prune_events("demo", older_than=T0 - timedelta(days=1), keep_newest=10) == 220
+    assert len(store.list_events("demo", limit=1000)) == 10
+
+
+def test_has_event_since_finds_only_that_kind_in_the_window(store: StateStore) -> None:
+    store.append_event(Event("demo", T0, "poison", "old poison"))
+    store.append_event(Event("demo", T0 + timedelta(minutes=30), "launch", "recent, other kind"))
+    store.append_event(Event("other", T0 + timedelta(minutes=30), "poison", "another cluster's"))
+
+    assert store.has_event_since("demo", "poison", T0 - timedelta(minutes=1))
+    assert not store.has_event_since("demo", "poison", T0 + timedelta(minutes=1))
+    assert store.has_event_since("demo", "launch", T0 + timedelta(minutes=1))
+    assert not store.has_event_since("nobody", "poison", T0)
+
+
+def test_purging_removes_the_rows_written_before_the_cutoff_and_keeps_later_ones(store: StateStore) -> None:
+    old = [instance_record(instance_id=f"old-{index}", created_at=T0) for index in range(3)]
+    later = instance_record(instance_id="later", created_at=T0 + timedelta(hours=2))
+    store.commit_instances("demo", "", [*old, later])
+    store.append_event(Event("demo", T0, "status", "cluster deleted"))
+    kept_event = Event("demo", T0 + timedelta(hours=2), "status", "cluster accepted (generation 2)")
+    store.append_event(kept_event)
+    store.insert_instance(instance_record(cluster_name="other", instance_id="other-1"))
+
+    removed = store.purge_cluster_rows("demo", before=T0 + timedelta(hours=1))
+
+    assert removed == 5  # three instance rows, the fence, one event
+    assert [record.instance_id for record in store.list_instances("demo")] == ["later"]
+    assert store.read_instances("demo").fence_etag == ""
+    assert store.list_events("demo") == [kept_event]
+    assert [record.instance_id for record in store.list_instances("other")] == ["other-1"]
+
+
+def test_a_tombstone_round_trips_with_its_purge_time(store: StateStore) -> None:
+    inserted = store.insert_cluster(cluster_record(status=ClusterStatus.DELETED, purged_at=T0 + timedelta(days=1)))
+
+    assert store.get_cluster("demo") == inserted
+
+
+# --------------------------------------------------------------------------------------------
 # Table Storage only: the cost of the hot path
 # --------------------------------------------------------------------------------------------
 
@@ -585,3 +667,51 @@ def test_a_second_store_on_existing_tables_creates_nothing(azurite: Azurite) -> 
             service.delete_table(table_name)
         first_store.close()
         second_store.close()
+
+
+@pytest.mark.azurite
+def test_pruning_and_the_poison_check_cost_one_read_and_one_batch_per_hundred_deletes(azurite: Azurite) -> None:
+    requests: list[HttpRequest] = []
+    service = TableServiceClient.from_connection_string(
+        azurite.connection_string, raw_request_hook=recording_requests(requests)
+    )
+    table_store = TableStateStore(service, table_prefix=f"t{uuid.uuid4().hex[:12]}")
+    try:
+        table_store.ensure_tables()
+        append_minutely(table_store, 150)
+        requests.clear()
+
+        table_store.prune_events("demo", older_than=T0 - timedelta(days=1), keep_newest=500)
+        assert [request.method for request in requests] == ["GET"], "nothing to prune: one read"
+        requests.clear()
+
+        table_store.prune_events("demo", older_than=T0 - timedelta(days=1), keep_newest=20)
+        assert [request.method for request in requests] == ["GET", "POST", "POST"]  # 130 deletes in two batches
+        requests.clear()
+
+        assert not table_store.has_event_since("demo", "poison", T0)
+        assert [request.method for request in requests] == ["GET"]
+    finally:
+        for table_name in table_store.table_names:
+            service.delete_table(table_name)
+        table_store.close()
+
+
+@pytest.mark.azurite
+def test_deleting_rows_of_which_one_is_already_gone_deletes_the_others(azurite: Azurite) -> None:
+    table_store = TableStateStore.from_connection_string(azurite.connection_string, f"t{uuid.uuid4().hex[:12]}")
+    try:
+        events = append_minutely(table_store, 3)
+        newest_two = [
+            str(stored.properties["RowKey"])
+            for stored in table_store._azure_tables.query(TableKind.EVENTS, "demo", limit=2, select=())
+        ]
+
+        # The missing row fails the batch as a whole; the rows that exist are deleted all the same.
+        table_store._azure_tables.delete_rows(TableKind.EVENTS, "demo", ["0-already-gone", *newest_two])
+
+        assert table_store.list_events("demo") == [events[0]]
+    finally:
+        for table_name in table_store.table_names:
+            table_store.table_service.delete_table(table_name)
+        table_store.close()
