@@ -53,10 +53,19 @@ def openapi_document() -> dict[str, Any]:
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
     name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-    problems = {
-        "400": _response("Invalid input; `errors` names every failing field", "Problem", PROBLEM),
-        "404": _response("No such cluster", "Problem", PROBLEM),
-    }
+    # Every status a route answers is listed with it (tests/unit/test_function_app.py provokes each one).
+    invalid = _response("Invalid input; `errors` names every failing field", "Problem", PROBLEM)
+    not_found = _response("No such cluster (or not a valid cluster name)", "Problem", PROBLEM)
+    keeps_changing = _response("The cluster kept changing under the request; try again", "Problem", PROBLEM)
+    unavailable = _response(
+        "Cluster state (Table or Queue storage) did not answer in time; `Retry-After` says when to try again",
+        "Problem",
+        PROBLEM,
+    )
+    unavailable["headers"] = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
+    failed = _response("An unexpected error; the detail is in the app's log, not here", "Problem", PROBLEM)
+    no_function_key = _response("No valid function key (answered by the Functions host, not by this app)")
+    common = {"500": failed, "503": unavailable}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -87,25 +96,46 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "202": _response("Accepted; Location points at the cluster", "CreateResponse"),
-                        "400": problems["400"],
+                        "400": _response(
+                            "Invalid config, or one this deployment cannot run (e.g. no subscription for an Azure "
+                            "cluster: `provider.subscription_id`); `errors` names every failing field",
+                            "Problem",
+                            PROBLEM,
+                        ),
+                        "401": no_function_key,
                         "409": _response("A cluster of that name exists with another config", "Problem", PROBLEM),
                         "413": _response("The config is too large", "Problem", PROBLEM),
+                        **common,
                     },
                 },
                 "get": {
                     "operationId": "listClusters",
-                    "responses": {"200": _response("Every cluster", "ClusterList")},
+                    "responses": {"200": _response("Every cluster", "ClusterList"), "401": no_function_key, **common},
                 },
             },
             "/clusters/{name}": {
                 "parameters": [name_param],
                 "get": {
                     "operationId": "getCluster",
-                    "responses": {"200": _response("Status, head, nodes, decision, events", "ClusterView"), **problems},
+                    "responses": {
+                        "200": _response("Status, head, nodes, decision, events, failures", "ClusterView"),
+                        "401": no_function_key,
+                        "404": not_found,
+                        **common,
+                    },
                 },
                 "delete": {
                     "operationId": "destroyCluster",
-                    "responses": {"202": _response("Destroy accepted", "AcceptedResponse"), **problems},
+                    "responses": {
+                        "202": _response(
+                            "Destroy accepted; `status` is `deleted` at once when nothing was created in the cloud",
+                            "AcceptedResponse",
+                        ),
+                        "401": no_function_key,
+                        "404": not_found,
+                        "409": keeps_changing,
+                        **common,
+                    },
                 },
             },
             "/clusters/{name}/reconcile": {
@@ -115,11 +145,14 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Wake the autoscaler for this cluster (the head agent's call)",
                     "security": [{"clusterToken": []}],
                     "requestBody": {"content": {"application/json": {"schema": _ref("WakeRequest")}}},
+                    "description": "The token is checked first (401, 403), then the body (400).",
                     "responses": {
-                        "202": _response("Reconcile queued", "AcceptedResponse"),
+                        "202": _response("Reconciled, or queued", "AcceptedResponse"),
+                        "400": invalid,
                         "401": _response("No bearer token", "Problem", PROBLEM),
-                        "403": _response("Not this cluster's token", "Problem", PROBLEM),
-                        "404": problems["404"],
+                        "403": _response("Not this cluster's token (or no such cluster)", "Problem", PROBLEM),
+                        "404": _response("Not a valid cluster name", "Problem", PROBLEM),
+                        **common,
                     },
                 },
             },

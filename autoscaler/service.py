@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar
 
+from pydantic import ValidationError
+
 from autoscaler.config import (
     ClusterConfig,
     ConfigError,
@@ -41,6 +43,7 @@ from autoscaler.views import (
     CreateResponse,
     ReconcileMessage,
     ReconcileReason,
+    WakeRequest,
 )
 
 log = logging.getLogger(__name__)
@@ -367,21 +370,27 @@ class Service:
     # -- reconcile ----------------------------------------------------------------------------------------------------
 
     @_storage_guarded
-    def request_reconcile(self, name: str, authorization: str | None, reason: str) -> AcceptedResponse:
+    def request_reconcile(
+        self, name: str, authorization: str | None, reason: str = "", *, body: bytes | None = None
+    ) -> AcceptedResponse:
         """A wake-up from the cluster's head agent (or an operator holding the cluster token).
 
-        The cluster token only lets its holder wake its own cluster: nothing else is reachable with it.
+        The cluster token only lets its holder wake its own cluster: nothing else is reachable with it. The token is
+        checked first (401 without one, 403 for a wrong one), then the `body` when given (400 naming the field), so
+        a caller without the token learns nothing from the body check.
         """
-        record = self.store.get_cluster(name)
-        if record is not None and record.purged_at is not None:
-            record = None
         presented = bearer_token(authorization)
         if presented is None:
             raise Unauthorized("send Authorization: Bearer <cluster token>")
+        record = self.store.get_cluster(name)
+        if record is not None and record.purged_at is not None:
+            record = None
         expected = self.deps.token_for(name, record.generation) if record else ""
         if record is None or not tokens_match(presented, expected):
             # Unknown cluster and wrong token answer alike, so the endpoint does not reveal which names exist.
             raise Forbidden("the token does not belong to this cluster")
+        if body is not None:
+            reason = _wake_reason(body)
         if not record.status.is_active:
             return AcceptedResponse(name=name, status=record.status, detail="cluster is not active")
         # Run the tick right here: going through the queue would add the trigger's polling delay (up to
@@ -537,6 +546,20 @@ class Service:
     def _enqueue(self, name: str, reason: ReconcileReason, detail: str = "", *, delay_s: int = 0) -> None:
         message = ReconcileMessage(cluster_name=name, reason=reason, enqueued_at=self.clock(), detail=detail[:500])
         self.queue.send(message, delay_s=delay_s)
+
+
+def _wake_reason(body: bytes) -> str:
+    """The reason of a wake-up body (`{"reason": "..."}`, or empty); InvalidRequest naming the failing field."""
+    if not body.strip():
+        return ""
+    try:
+        return WakeRequest.model_validate_json(body).reason
+    except ValidationError as error:
+        errors = [
+            FieldError(path=".".join(str(part) for part in problem["loc"]), message=problem["msg"])
+            for problem in error.errors()
+        ]
+        raise InvalidRequest('the body must be {"reason": "..."}', errors) from error
 
 
 def _cluster_name_of(raw_body: str) -> str:

@@ -197,9 +197,15 @@ def test_wake_up_needs_the_cluster_token(stack: LocalStack):
     url = f"{stack.api_url}/clusters/api-wake/reconcile"
     assert requests.post(url, timeout=10).status_code == 401
     assert requests.post(url, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 403
+    # The token is checked before the body: without it, a malformed body is still 401, not 400.
+    assert requests.post(url, data="{not json", timeout=10).status_code == 401
+    assert requests.post(url, data="{not json", headers={"Authorization": "Bearer x"}, timeout=10).status_code == 403
     import function_app
 
     token = function_app._service().deps.token_for("api-wake", 1)
+    malformed = requests.post(url, headers={"Authorization": f"Bearer {token}"}, data="{not json", timeout=10)
+    assert malformed.status_code == 400
+    assert malformed.headers["content-type"].startswith("application/problem+json")
     accepted = requests.post(url, headers={"Authorization": f"Bearer {token}"}, json={"reason": "test"}, timeout=10)
     assert accepted.status_code == 202
     # A token of one cluster does not wake another.

@@ -16,7 +16,13 @@ import function_app
 from autoscaler.queueing import InMemoryReconcileQueue
 from autoscaler.reconcile import ReconcileDeps
 from autoscaler.service import Service
-from autoscaler.state import EntityStateStore, InMemoryEntityTables, StorageUnavailableError
+from autoscaler.state import (
+    ConflictError,
+    EntityStateStore,
+    InMemoryEntityTables,
+    InMemoryStateStore,
+    StorageUnavailableError,
+)
 from tests.support.fakes import FakeCloudProvider, FakeRayReader
 
 EXPECTED: dict[str, dict[str, Any]] = {
@@ -175,3 +181,126 @@ def test_the_timer_logs_a_storage_outage_instead_of_failing():
         past_due: bool = False
 
     function_app.reconcile_timer(Timer())  # must not raise: the next run fans out again
+
+
+# -- every status each route answers, and the OpenAPI document lists exactly those ------------------------------------
+
+
+class _AlwaysConflicting(InMemoryStateStore):
+    """A store on which every cluster update loses its race (someone always wrote first)."""
+
+    def update_cluster(self, record: Any) -> Any:
+        raise ConflictError("changed since it was read")
+
+
+class _Broken:
+    """A service with a bug in every use case."""
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        return fail
+
+
+def _answered(monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, str], set[int]]:
+    """(path, method) -> the statuses provoked through the handlers."""
+    statuses: dict[tuple[str, str], set[int]] = {}
+
+    def on(service: Any, key: tuple[str, str], call: Any) -> None:
+        monkeypatch.setattr(function_app, "_service", lambda: service)
+        statuses.setdefault(key, set()).add(call().status_code)
+
+    healthy = _service_on(InMemoryStateStore())
+    healthy.create_cluster(LOCAL_CONFIG, "application/yaml")
+    down = _service_on(EntityStateStore(_DownTables()))
+    conflicting_store = _AlwaysConflicting()
+    conflicting = _service_on(conflicting_store)
+    conflicting.create_cluster(LOCAL_CONFIG, "application/yaml")
+    yaml = {"content-type": "application/yaml"}
+    token = {"authorization": "Bearer token-demo-1"}
+
+    create = ("/clusters", "post")
+    for service, body in [
+        (healthy, LOCAL_CONFIG.replace(b"demo", b"fresh")),
+        (healthy, b"cluster_name: [not, a, name]"),
+        (healthy, LOCAL_CONFIG.replace(b"CPU: 0", b"CPU: 1")),  # another config under the name
+        (healthy, b"x" * (2 * 1024 * 1024)),
+        (down, LOCAL_CONFIG),
+        (_Broken(), LOCAL_CONFIG),
+    ]:
+        on(
+            service,
+            create,
+            lambda body=body: function_app.create_cluster(_request("POST", "/", body=body, headers=yaml)),
+        )
+    for service in (healthy, down, _Broken()):
+        on(service, ("/clusters", "get"), lambda: function_app.list_clusters(_request("GET", "/")))
+    for service, name in [
+        (healthy, "demo"),
+        (healthy, "nope"),
+        (healthy, "Not_A_Name"),
+        (down, "demo"),
+        (_Broken(), "demo"),
+    ]:
+        on(
+            service,
+            ("/clusters/{name}", "get"),
+            lambda name=name: function_app.get_cluster(_request("GET", "/", name=name)),
+        )
+    for service, name in [
+        (healthy, "nope"),
+        (conflicting, "demo"),
+        (down, "demo"),
+        (_Broken(), "demo"),
+        (healthy, "demo"),
+    ]:
+        on(
+            service,
+            ("/clusters/{name}", "delete"),
+            lambda name=name: function_app.destroy_cluster(_request("DELETE", "/", name=name)),
+        )
+    wake = ("/clusters/{name}/reconcile", "post")
+    for service, name, headers, body in [
+        (healthy, "demo", {}, b"{not json"),
+        (healthy, "demo", {"authorization": "Bearer wrong"}, b"{not json"),
+        (healthy, "demo", token, b'{"reason": 5}'),
+        (healthy, "Not_A_Name", token, b""),
+        (down, "demo", token, b""),
+        (_Broken(), "demo", token, b""),
+        (healthy, "fresh", {"authorization": "Bearer token-fresh-1"}, b'{"reason": "demand"}'),
+    ]:
+        on(
+            service,
+            wake,
+            lambda name=name, headers=headers, body=body: function_app.request_reconcile(
+                _request("POST", "/", name=name, headers=headers, body=body)
+            ),
+        )
+    on(healthy, ("/health", "get"), lambda: function_app.health(_request("GET", "/")))
+    on(healthy, ("/openapi.json", "get"), lambda: function_app.openapi(_request("GET", "/")))
+    return statuses
+
+
+def test_every_route_answers_exactly_the_statuses_its_openapi_entry_lists(monkeypatch: pytest.MonkeyPatch):
+    from autoscaler.openapi import openapi_document
+
+    answered = _answered(monkeypatch)
+    document = openapi_document()
+    for (path, method), statuses in answered.items():
+        operation = document["paths"][path][method]
+        # A route under the function key (no security of its own) lists the host's 401 for a missing key.
+        by_host = {401} if "security" not in operation else set()
+        listed = {int(status) for status in operation["responses"]} - by_host
+        assert statuses == listed, f"{method.upper()} {path}: answered {sorted(statuses)}, listed {sorted(listed)}"
+
+
+def test_a_wake_up_without_a_token_is_401_even_with_a_malformed_body(monkeypatch: pytest.MonkeyPatch):
+    service = _service_on(InMemoryStateStore())
+    service.create_cluster(LOCAL_CONFIG, "application/yaml")
+    monkeypatch.setattr(function_app, "_service", lambda: service)
+    without = function_app.request_reconcile(_request("POST", "/", name="demo", body=b"{not json"))
+    wrong = function_app.request_reconcile(
+        _request("POST", "/", name="demo", headers={"authorization": "Bearer wrong"}, body=b"{not json")
+    )
+    assert (without.status_code, wrong.status_code) == (401, 403)
