@@ -6,16 +6,29 @@ The real `Service`, reconcile shell and planner, on the in-memory store and queu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from autoscaler.config import ClusterConfig
+from autoscaler.model import ClusterStatus
 from autoscaler.queueing import InMemoryReconcileQueue
 from autoscaler.reconcile import ReconcileDeps
-from autoscaler.service import InvalidRequest, Service, StorageUnavailable
+from autoscaler.service import (
+    FOLLOW_UP_DELAY_S,
+    MAX_BODY_BYTES,
+    MAX_FOLLOW_UPS,
+    ClusterConflict,
+    ClusterNotFound,
+    Forbidden,
+    InvalidRequest,
+    PayloadTooLarge,
+    Service,
+    StorageUnavailable,
+    Unauthorized,
+)
 from autoscaler.settings import Settings
 from autoscaler.state import (
     EntityStateStore,
@@ -205,3 +218,206 @@ def test_the_same_use_cases_work_again_once_storage_answers():
         app.service.get_cluster("svc")
     tables.down = False
     assert app.service.get_cluster("svc").name == "svc"
+
+
+# -- the follow-up chain ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RecordingQueue:
+    """The reconcile queue, recording each message with its delay."""
+
+    sent: list[tuple[ReconcileMessage, int]] = field(default_factory=list)
+
+    def send(self, message: ReconcileMessage, *, delay_s: int = 0) -> None:
+        self.sent.append((message, delay_s))
+
+    def take(self) -> list[tuple[ReconcileMessage, int]]:
+        taken, self.sent = self.sent, []
+        return taken
+
+
+def chain_app() -> tuple[App, RecordingQueue]:
+    """A cluster whose head launches but never joins Ray: every tick leaves work in flight."""
+    queue = RecordingQueue()
+    app = App(queue=queue, ray=FakeRayReader(reachable=False))  # type: ignore[arg-type]
+    app.service.create_cluster(LOCAL_CONFIG.encode(), "application/yaml")
+    queue.take()
+    return app, queue
+
+
+@pytest.mark.parametrize("reason", ["create", "destroy", "wake", "manual", "follow-up"])
+def test_a_tick_that_leaves_work_in_flight_queues_one_follow_up_a_few_seconds_later(reason: str):
+    app, queue = chain_app()
+    app.service.tick(ReconcileMessage(cluster_name="svc", reason=reason))
+    [(follow_up, delay_s)] = queue.take()
+    assert (follow_up.reason, follow_up.follow_ups, delay_s) == ("follow-up", 1, FOLLOW_UP_DELAY_S)
+
+
+def test_the_timer_starts_no_chain():
+    app, queue = chain_app()
+    result = app.service.tick(ReconcileMessage(cluster_name="svc", reason="timer"))
+    assert (result.outcome, result.settled) == ("reconciled", False)
+    assert queue.take() == []
+
+
+def test_each_follow_up_counts_one_more_and_the_chain_stops_at_the_cap():
+    app, queue = chain_app()
+    message = ReconcileMessage(cluster_name="svc", reason="wake")
+    counts = []
+    for _ in range(MAX_FOLLOW_UPS + 5):
+        app.now += timedelta(seconds=FOLLOW_UP_DELAY_S)
+        assert not app.service.tick(message).settled
+        sent = queue.take()
+        if not sent:
+            break
+        [(message, _)] = sent
+        counts.append(message.follow_ups)
+    assert counts == list(range(1, MAX_FOLLOW_UPS + 1))
+
+
+def test_a_chain_ends_when_the_cluster_settles():
+    app, queue = chain_app()
+    app.service.tick(ReconcileMessage(cluster_name="svc", reason="create"))  # launches the head
+    [(message, _)] = queue.take()
+    head = app.store.list_instances("svc")[0]
+    app.ray.reachable = True
+    app.ray.register(head.instance_id, "head", cpus=0, head=True, idle_s=1)
+    app.now += timedelta(seconds=FOLLOW_UP_DELAY_S)
+    result = app.service.tick(message)
+    assert (result.outcome, result.settled) == ("reconciled", True)
+    assert queue.take() == []
+
+
+# -- create, read, destroy, wake ---------------------------------------------------------------------------------------
+
+
+def test_create_queues_the_first_tick_and_the_same_config_again_is_the_same_cluster():
+    queue = RecordingQueue()
+    app = App(queue=queue)  # type: ignore[arg-type]
+    first = app.service.create_cluster(LOCAL_CONFIG.encode(), "application/yaml")
+    again = app.service.create_cluster(LOCAL_CONFIG.encode(), "application/yaml")
+    assert (first.created, again.created) == (True, False)
+    assert [(message.cluster_name, message.reason) for message, _ in queue.take()] == [("svc", "create")]
+    assert [record.name for record in app.store.list_clusters()] == ["svc"]
+
+
+def test_another_config_under_a_used_name_is_a_conflict_naming_cluster_name():
+    app = App()
+    app.service.create_cluster(LOCAL_CONFIG.encode(), "application/yaml")
+    with pytest.raises(ClusterConflict) as conflict:
+        app.service.create_cluster(LOCAL_CONFIG.replace("CPU: 0", "CPU: 1").encode(), "application/yaml")
+    assert [error.path for error in conflict.value.errors] == ["cluster_name"]
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_parsed():
+    with pytest.raises(PayloadTooLarge):
+        App().service.create_cluster(b"#" * (MAX_BODY_BYTES + 1), "application/yaml")
+
+
+def test_a_local_cluster_is_refused_where_local_clusters_are_not_allowed():
+    app = App()
+    app.service.allow_local_provider = False
+    with pytest.raises(InvalidRequest) as refused:
+        app.service.create_cluster(LOCAL_CONFIG.encode(), "application/yaml")
+    assert [error.path for error in refused.value.errors] == ["provider.type"]
+
+
+def test_a_generated_ssh_key_is_answered_once_and_stored_nowhere():
+    app = App(provider_check=ProviderFactory(settings(CLUSTERS_SUBSCRIPTION_ID=SUBSCRIPTION)).check)
+    app.service.ssh_keygen = lambda: ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPUBLIC test", "PRIVATE KEY MATERIAL")
+    created = app.service.create_cluster(ray_azure_defaults(), "application/yaml")
+    assert created.ssh_private_key == "PRIVATE KEY MATERIAL"
+    stored = app.store.get_cluster("default")
+    assert stored is not None
+    assert "PRIVATE KEY MATERIAL" not in stored.config_json
+    assert "AAAAC3NzaC1lZDI1NTE5AAAAIPUBLIC" in stored.config_json
+
+
+def test_reading_or_destroying_an_unknown_cluster_is_not_found():
+    app = App()
+    with pytest.raises(ClusterNotFound):
+        app.service.get_cluster("nope")
+    with pytest.raises(ClusterNotFound):
+        app.service.destroy_cluster("nope")
+
+
+def test_destroying_a_launched_cluster_queues_its_destroy_tick_and_a_second_destroy_changes_nothing():
+    app, queue = chain_app()
+    app.service.tick(ReconcileMessage(cluster_name="svc", reason="create"))  # launches the head
+    queue.take()
+    accepted = app.service.destroy_cluster("svc")
+    assert accepted.status == ClusterStatus.DELETING
+    assert [(message.reason) for message, _ in queue.take()] == ["destroy"]
+    assert app.service.destroy_cluster("svc").detail == "already being deleted"
+    assert queue.take() == []
+
+
+@pytest.mark.parametrize(
+    ("authorization", "error"),
+    [(None, Unauthorized), ("Basic abc", Unauthorized), ("Bearer wrong", Forbidden), ("Bearer token-svc-2", Forbidden)],
+)
+def test_a_wake_up_needs_this_generations_cluster_token(authorization: str | None, error: type[Exception]):
+    app = App()
+    app.service.create_cluster(LOCAL_CONFIG.encode(), "application/yaml")
+    with pytest.raises(error):
+        app.service.request_reconcile("svc", authorization, "demand")
+
+
+def test_a_wake_up_for_an_unknown_cluster_answers_like_a_wrong_token():
+    with pytest.raises(Forbidden):
+        App().service.request_reconcile("nobody", "Bearer token-nobody-1", "demand")
+
+
+def test_a_wake_up_runs_the_tick_at_once():
+    app = App()
+    app.service.create_cluster(LOCAL_CONFIG.encode(), "application/yaml")
+    accepted = app.service.request_reconcile("svc", "Bearer token-svc-1", "demand")
+    assert accepted.detail == "reconciled: reconciled"
+    assert [record.is_head for record in app.store.list_instances("svc")] == [True]
+
+
+def test_a_wake_up_with_a_malformed_body_names_the_field_after_the_token_is_checked():
+    app = App()
+    app.service.create_cluster(LOCAL_CONFIG.encode(), "application/yaml")
+    with pytest.raises(InvalidRequest) as refused:
+        app.service.request_reconcile("svc", "Bearer token-svc-1", body=b'{"reason": 7}')
+    assert [error.path for error in refused.value.errors] == ["reason"]
+    with pytest.raises(Unauthorized):
+        app.service.request_reconcile("svc", None, body=b'{"reason": 7}')
+
+
+def test_a_wake_up_of_a_deleted_cluster_is_accepted_without_a_tick():
+    app = App()
+    app.service.create_cluster(LOCAL_CONFIG.encode(), "application/yaml")
+    app.service.destroy_cluster("svc")
+    accepted = app.service.request_reconcile("svc", "Bearer token-svc-1", "demand")
+    assert (accepted.status, accepted.detail) == (ClusterStatus.DELETED, "cluster is not active")
+
+
+# -- the poison path -------------------------------------------------------------------------------------------------
+
+
+def test_a_poisoned_message_becomes_an_event_of_its_cluster_quoting_the_message():
+    app = App()
+    app.service.create_cluster(LOCAL_CONFIG.encode(), "application/yaml")
+    app.service.record_poison('{"cluster_name": "svc", "reason": "bogus"}')
+    [poison] = [event for event in app.store.list_events("svc") if event.kind == "poison"]
+    assert '"reason": "bogus"' in poison.message
+
+
+def test_a_storm_of_poisoned_messages_is_one_event_per_window():
+    app = App()
+    app.service.create_cluster(LOCAL_CONFIG.encode(), "application/yaml")
+    for _ in range(50):
+        app.service.record_poison('{"cluster_name": "svc"}')
+        app.now += timedelta(seconds=10)
+    assert [event.kind for event in app.store.list_events("svc", limit=100)].count("poison") == 1
+
+
+@pytest.mark.parametrize("body", ["", "not json", "[1, 2]", '{"cluster_name": 5}', '{"cluster_name": "../etc"}'])
+def test_a_poisoned_message_naming_no_valid_cluster_is_only_logged(body: str):
+    app = App()
+    app.service.create_cluster(LOCAL_CONFIG.encode(), "application/yaml")
+    app.service.record_poison(body)
+    assert not any(event.kind == "poison" for event in app.store.list_events("svc"))
