@@ -316,7 +316,7 @@ class Service:
     @_storage_guarded
     def get_cluster(self, name: str, *, events: int = 20) -> ClusterView:
         record = self._require(name)
-        provider = json.loads(record.config_json).get("provider", {}).get("type", "")
+        provider = _provider_type_of(record.config_json)
         instances = self.store.list_instances(name)
         return ClusterView.build(record, provider, instances, self.store.list_events(name, limit=events))
 
@@ -546,6 +546,16 @@ class Service:
     def _enqueue(self, name: str, reason: ReconcileReason, detail: str = "", *, delay_s: int = 0) -> None:
         message = ReconcileMessage(cluster_name=name, reason=reason, enqueued_at=self.clock(), detail=detail[:500])
         self.queue.send(message, delay_s=delay_s)
+
+
+def _provider_type_of(config_json: str) -> str:
+    """The stored config's provider type, or "" when it does not read: the status page must show such a cluster
+    (and why its ticks fail), not fail with it."""
+    try:
+        provider = json.loads(config_json).get("provider", {})
+        return str(provider.get("type", "")) if isinstance(provider, dict) else ""
+    except (ValueError, AttributeError):
+        return ""
 
 
 def _wake_reason(body: bytes) -> str:

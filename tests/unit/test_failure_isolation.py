@@ -188,6 +188,7 @@ def test_a_stored_config_that_does_not_parse_fails_its_tick_with_a_backoff():
     assert result.outcome == "failed"
     assert app.cluster("iso").last_error.startswith("ConfigError")
     assert app.providers.calls == 0
+    assert app.service.get_cluster("iso").last_error.startswith("ConfigError"), "the status page still answers"
 
 
 def test_an_unexpected_error_of_the_cloud_list_is_recorded_not_raised():
