@@ -434,12 +434,13 @@ class Service:
         for record in expired[:budget]:
             self._purge(record)
         budget -= min(budget, len(expired))
+        expired_names = {r.name for r in expired}  # their events go with their purge
         never = datetime.min.replace(tzinfo=UTC)
         due = sorted(
             (self._events_pruned_at.get(r.name, never), r.name)
             for r in records
             if r.purged_at is None
-            and r not in expired
+            and r.name not in expired_names
             and now - self._events_pruned_at.get(r.name, never) >= self.retention.prune_interval
         )
         for _, name in due[:budget]:
