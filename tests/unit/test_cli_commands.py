@@ -170,6 +170,31 @@ def test_up_on_a_server_without_put_says_it_cannot_update_yet(invoke, fake_api, 
     assert "azray down demo" in result.stderr
 
 
+def test_up_of_a_stopped_cluster_starts_it_and_follows_it(invoke, fake_api, config_file):
+    fake_api.on("POST", "/clusters", created(is_new=False, status="stopped"))
+    fake_api.on("POST", "/clusters/demo/start", Reply(202, {"name": "demo", "status": "creating"}))
+    fake_api.on("GET", "/clusters/demo", *booting_views())
+    result = invoke("up", str(config_file))
+    assert result.exit_code == 0, result.output
+    assert len(fake_api.seen("POST", "/clusters/demo/start")) == 1
+    assert "cluster demo was stopped: starting it again" in result.stdout
+
+
+def test_up_of_a_stopped_cluster_on_a_server_that_cannot_start_it_says_so(invoke, fake_api, config_file):
+    fake_api.on("POST", "/clusters", created(is_new=False, status="stopped"))
+    result = invoke("up", str(config_file))
+    assert result.exit_code == ExitCode.UNSUPPORTED
+    assert "this server cannot start it" in result.stderr
+
+
+def test_up_refused_by_a_put_conflict_says_why(invoke, fake_api, config_file):
+    fake_api.on("POST", "/clusters", problem(409, "Conflict", "exists with another config"))
+    fake_api.on("PUT", "/clusters/demo", problem(409, "Conflict", "the head node type cannot change"))
+    result = invoke("up", str(config_file))
+    assert result.exit_code == ExitCode.CONFLICT
+    assert "the head node type cannot change" in result.stderr
+
+
 def test_up_with_an_invalid_config_lists_the_failing_field_paths(invoke, fake_api, config_file):
     errors = [
         {"field": "available_node_types.cpu.min_workers", "message": "must be <= max_workers"},
