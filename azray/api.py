@@ -76,6 +76,13 @@ class Api:
                 "or point azray elsewhere with --url or AZRAY_URL",
                 ExitCode.UNREACHABLE,
             ) from None
+        except requests.exceptions.InvalidHeader:
+            # Its message quotes the header value: the key. Say which setting to fix instead.
+            raise CliError(
+                f"the function key (from {self.target.key_source}) contains characters an HTTP header cannot carry; "
+                "set it again with only the key",
+                ExitCode.USAGE,
+            ) from None
         except requests.RequestException as error:
             raise CliError(
                 f"cannot reach {self.target.api_url} (URL from {self.target.url_source}): {_reason(error)}; "
@@ -151,7 +158,8 @@ class Api:
             return CliError(f"conflict (409): {detail or 'the cluster is in another state'}", ExitCode.CONFLICT)
         if answer.is_missing_route:
             return CliError(
-                f"this server has no {method} {path} ({status}); upgrade the app to use this command",
+                f"{self.target.base_url} (from {self.target.url_source}) has no {method} /api{path} ({status}): "
+                "is it the autoscaler app, and up to date?",
                 ExitCode.UNSUPPORTED,
             )
         if status == 503:

@@ -505,6 +505,7 @@ def status(
 
 
 def watch_status(session: Session, name: str, interval_s: float, events: int) -> None:
+    """Until Ctrl-C (exit 0): redrawn in place on a terminal, one view after the other in a file or a pipe."""
     view = session.api.cluster(name)  # a wrong name or key fails at once, before the screen is taken
     problem = ""
 
@@ -516,17 +517,26 @@ def watch_status(session: Session, name: str, interval_s: float, events: int) ->
             parts.append(Text(f"last refresh failed: {problem}", style="yellow"))
         return Group(*parts)
 
+    def refresh() -> None:
+        """The next view; an app restarting or a blip keeps the last view on screen with the reason under it."""
+        nonlocal view, problem
+        time.sleep(interval_s)
+        try:
+            view = session.api.cluster(name)
+            problem = ""
+        except CliError as error:
+            if error.exit_code not in TRANSIENT_EXITS:
+                raise
+            problem = error.message
+
     try:
+        if not session.out.is_terminal:
+            while True:
+                session.out.print(screen())
+                refresh()
         with Live(screen(), console=session.out, auto_refresh=False, vertical_overflow="crop") as live:
             while True:
-                time.sleep(interval_s)
-                try:
-                    view = session.api.cluster(name)
-                    problem = ""
-                except CliError as error:
-                    if error.exit_code not in TRANSIENT_EXITS:
-                        raise
-                    problem = error.message
+                refresh()
                 live.update(screen(), refresh=True)
     except KeyboardInterrupt:
         return

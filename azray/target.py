@@ -43,7 +43,8 @@ class Secret:
     __slots__ = ("_value",)
 
     def __init__(self, value: str) -> None:
-        self._value = value
+        # `$(az ...)` and pasted keys may bring a newline, which no HTTP header can carry.
+        self._value = value.strip()
 
     def reveal(self) -> str:
         return self._value

@@ -280,6 +280,38 @@ def test_status_shows_nodes_by_type_demand_decision_events_and_adjusted_fields(i
 STAMP_LATER = "2026-01-01T12:00:05Z"
 
 
+def test_status_watch_outside_a_terminal_prints_one_view_after_the_other_until_ctrl_c(invoke, fake_api, monkeypatch):
+    sleeps: list[float] = []
+
+    def sleep_twice(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 3:
+            raise KeyboardInterrupt
+
+    fake_api.on("GET", "/clusters/demo", usable_view(), Reply(200, cluster_view(status_reason="second look")))
+    monkeypatch.setattr("azray.cli.time.sleep", sleep_twice)
+    result = invoke("status", "demo", "--watch", "--interval", "0.5")
+    assert result.exit_code == 0
+    assert result.stdout.count("azray status demo ·") == 3
+    assert "second look" in result.stdout
+    assert sleeps == [0.5, 0.5, 0.5]
+
+
+def test_status_watch_keeps_the_last_view_when_a_refresh_fails(invoke, fake_api, monkeypatch):
+    sleeps: list[float] = []
+
+    def sleep_twice(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            raise KeyboardInterrupt
+
+    fake_api.on("GET", "/clusters/demo", usable_view(), Reply(500, b"restarting", "text/plain"))
+    monkeypatch.setattr("azray.cli.time.sleep", sleep_twice)
+    result = invoke("status", "demo", "--watch")
+    assert result.exit_code == 0
+    assert "last refresh failed: GET" in result.stdout
+
+
 def test_status_without_a_name_lists_the_clusters(invoke, fake_api):
     clusters = [{"name": "demo", "status": "running", "created_at": "t0", "updated_at": "t1"}]
     fake_api.on("GET", "/clusters", Reply(200, {"clusters": clusters}))
@@ -588,6 +620,12 @@ def test_an_answer_that_is_not_the_apis_json_is_a_server_error(invoke, fake_api)
     assert "is not the autoscaler's JSON" in result.stderr
 
 
+def test_a_route_the_server_lacks_asks_whether_the_url_is_the_autoscaler(invoke, fake_api):
+    result = invoke("list")  # nothing scripted: GET /api/clusters is a 404 naming no cluster
+    assert result.exit_code == ExitCode.UNSUPPORTED
+    assert "has no GET /api/clusters (404): is it the autoscaler app" in result.stderr
+
+
 def test_a_missing_config_file_is_a_usage_error(invoke, tmp_path):
     result = invoke("up", str(tmp_path / "missing.yaml"))
     assert result.exit_code == ExitCode.USAGE
@@ -625,6 +663,21 @@ def test_the_key_never_appears_in_output_or_errors(invoke, fake_api, arguments, 
     result = invoke("--key", KEY, *arguments) if how == "option" else invoke(*arguments, key=KEY)
     assert KEY not in result.output
     assert KEY not in repr(result.exception)
+
+
+def test_a_key_pasted_with_a_newline_is_sent_without_it(invoke, fake_api):
+    fake_api.on("GET", "/clusters", Reply(200, {"clusters": []}))
+    invoke("list", key=KEY + "\n")
+    assert fake_api.seen("GET", "/clusters")[0].headers["x-functions-key"] == KEY
+
+
+def test_a_key_no_header_can_carry_is_a_usage_error_that_does_not_quote_it(invoke, fake_api):
+    fake_api.on("GET", "/clusters", Reply(200, {"clusters": []}))
+    result = invoke("list", key=f"{KEY}\nsecond-line")
+    assert result.exit_code == ExitCode.USAGE
+    assert "contains characters an HTTP header cannot carry" in result.stderr
+    assert KEY not in result.output
+    assert not fake_api.seen()
 
 
 def test_an_unexpected_failure_is_one_line_without_traceback_or_key(invoke, fake_api):
