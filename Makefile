@@ -25,11 +25,13 @@ help:
 
 install: $(VENV)/.installed node_modules/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (Python 3.11)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements-dev.txt
+	# The azray CLI into .venv/bin (its dependencies are pinned in requirements-dev.txt).
+	$(PIP) install --quiet --no-deps -e .
 	# The repository root on the venv's path, so `.venv/bin/python bench/NAME.py` imports the project from anywhere.
 	$(PY) -c "import os, sysconfig; open(os.path.join(sysconfig.get_paths()['purelib'], 'ray-autoscaler-repo.pth'), 'w').write(os.getcwd() + '\n')"
 	touch $@

@@ -38,3 +38,9 @@ def test_secret_paths_are_ignored_by_git(path: str) -> None:
 @pytest.mark.parametrize("path", ["function_app.py", "autoscaler/service.py", "provisioning/head/agent.py"])
 def test_the_app_itself_is_published(path: str) -> None:
     assert not _funcignore().match_file(path)
+
+
+@pytest.mark.parametrize("path", ["azray/cli.py", "pyproject.toml"])
+def test_the_cli_and_its_packaging_stay_out_of_the_published_app(path: str) -> None:
+    # The app installs requirements.txt only; the CLI is for users' machines (pip install '.[cli]').
+    assert _funcignore().match_file(path)
