@@ -26,11 +26,16 @@ Scopes: requests under the clusters' resource group are the clusters role's (`in
 assigned on that group); requests on the function app's VNet are the app VNet role's
 (`infra/roles/app-network-peering-actions.json`, assigned on that VNet). A subscription-wide request (e.g. the VM
 `list_all`) is authorized at subscription scope, where neither role is assigned: the mapping refuses it.
+
+The lifecycle runs against the emulator's strict mode (Azure's operation timings, reference refusals, paged lists,
+request-body rules; ARM_EMULATOR_STRICT=0 for the lenient one), waiting between steps as the reconcile shell's ticks
+do, so that it takes the paths a real cluster takes (e.g. a failed VM's instance view, read once it has failed).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +47,8 @@ import pytest
 from autoscaler.config import ClusterConfig, parse_cluster_config
 from provisioning.azure.network import MANAGED_BY
 from provisioning.azure.provider import AzureCloudProvider, AzureSettings
-from tests.support.arm_emulator import ArmEmulator, Fault, FaultKind
+from tests.support.arm_emulator import STRICT_ENV, ArmEmulator, Fault, FaultKind
+from tests.support.arm_rules import validate_request
 from tests.support.provider_contract import launch_request_for
 
 ROLES_DIR = Path(__file__).resolve().parents[2] / "infra" / "roles"
@@ -98,10 +104,12 @@ class ArmRequest:
 
 
 class RecordingArmEmulator(ArmEmulator):
-    """The emulator, keeping every request with its body (the joins are read from bodies)."""
+    """The emulator, keeping every request with its body (the joins are read from bodies). Strict unless
+    ARM_EMULATOR_STRICT=0, and checking every request body against Azure's rules."""
 
     def __init__(self) -> None:
-        super().__init__()
+        strict = os.environ.get(STRICT_ENV, "").strip().lower() not in ("0", "false", "no")
+        super().__init__(strict=strict, request_validator=validate_request)
         self.recorded: list[ArmRequest] = []
 
     def handle(
@@ -317,6 +325,16 @@ def launch(provider: AzureCloudProvider, config: ClusterConfig, instance_id: str
     )
 
 
+# VMs, then what they kept (deleteOption Detach), then the VNet, then the NSG: Azure refuses each while the former
+# still holds it, and deletions are started, not waited on.
+DESTROY_TICKS = 4
+
+
+def next_tick(arm: ArmEmulator) -> None:
+    """What the reconcile shell's next tick (15 s later) sees: every ARM operation started so far has ended."""
+    assert arm.settle(), f"{arm.operations_in_progress()} ARM operations still in progress"
+
+
 def run_lifecycle(arm: ArmEmulator, config: ClusterConfig, function_subnet_id: str) -> None:
     """Everything the provider does to a cluster: network, head and spot workers, list, terminate, destroy."""
     settings = AzureSettings(
@@ -338,6 +356,7 @@ def run_lifecycle(arm: ArmEmulator, config: ClusterConfig, function_subnet_id: s
     )
     for index in range(3):
         launch(provider, config, f"worker{index:04d}", SPOT_TYPE)
+    next_tick(arm)
     provider.list_instances(cluster)  # with the head's NIC read and the failed worker's instance view
     provider.terminate(cluster, "worker0000")  # listed: deleted by its known name
     # A fresh process (another function instance) knows no names: it checks the VM's tags first.
@@ -353,8 +372,13 @@ def run_lifecycle(arm: ArmEmulator, config: ClusterConfig, function_subnet_id: s
         tags={"ray-cluster-name": cluster, "managed-by": MANAGED_BY},
         with_public_ip=True,
     )
-    report = provider.destroy_cluster(cluster)
-    assert report.complete, report.notes
+    # Destroyed as the reconcile shell destroys a cluster: once a tick until the report is complete.
+    reports = [provider.destroy_cluster(cluster)]
+    while not reports[-1].complete and len(reports) < DESTROY_TICKS:
+        next_tick(arm)
+        reports.append(provider.destroy_cluster(cluster))
+    assert reports[-1].complete, reports[-1].notes
+    next_tick(arm)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,13 @@ How to use, for any provider:
         check(harness)
 
 A harness gives: `provider`, a fresh `cluster_name` (nothing of it exists yet), `settle_timeout_s` (how long an
-instance may take to show up in, or leave, the list: ~0 for an emulator, seconds for real processes), and
+instance may take to show up in, or leave, the list, and a cluster's destruction to complete: ~0 for an in-memory
+fake, a second or two for an emulator with Azure's timings, seconds for real processes), and
 `launch_request(instance_id=..., request_id=...)`, a valid head `LaunchRequest` for that cluster.
 Each check launches at most one instance and leaves nothing behind (it terminates and destroys what it made).
+`destroy_cluster` is called as the reconcile shell calls it, once a tick until it reports complete: a cloud may
+refuse a deletion while another one is running (Azure: an NSG while the VNet using it is still Deleting) and report
+it remaining, for the next call.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Protocol
 
 from autoscaler.config import ClusterConfig
 from autoscaler.model import CloudInstance, CloudState, LaunchRequest
-from provisioning.cloud import CloudProvider
+from provisioning.cloud import CloudProvider, DestroyReport
 
 
 class ProviderHarness(Protocol):
@@ -51,6 +55,21 @@ def eventually(
         time.sleep(min(0.2, max(timeout_s / 20, 0.01)))
 
 
+def destroy_until_complete(harness: ProviderHarness) -> DestroyReport:
+    """Call destroy_cluster until it reports complete (as the reconcile shell does, once a tick); fail after
+    settle_timeout_s."""
+    deadline = time.monotonic() + harness.settle_timeout_s
+    while True:
+        report = harness.provider.destroy_cluster(harness.cluster_name)
+        if report.complete:
+            return report
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"destroy_cluster still incomplete after {harness.settle_timeout_s:.1f} s: {report.remaining}"
+            )
+        time.sleep(min(0.2, max(harness.settle_timeout_s / 20, 0.01)))
+
+
 def _live(instances: list[CloudInstance], instance_id: str) -> list[CloudInstance]:
     return [
         instance
@@ -67,7 +86,7 @@ def _clean_up(harness: ProviderHarness, *instance_ids: str) -> None:
         lambda instances: not any(_live(instances, instance_id) for instance_id in instance_ids),
         harness.settle_timeout_s,
     )
-    harness.provider.destroy_cluster(harness.cluster_name)
+    destroy_until_complete(harness)
 
 
 def check_launched_instance_is_listed_with_its_tags(harness: ProviderHarness) -> None:
@@ -114,7 +133,7 @@ def check_terminated_instance_leaves_the_list(harness: ProviderHarness) -> None:
         lambda instances: not _live(instances, request.instance_id),
         harness.settle_timeout_s,
     )
-    harness.provider.destroy_cluster(harness.cluster_name)
+    destroy_until_complete(harness)
 
 
 def check_terminate_twice_is_not_an_error(harness: ProviderHarness) -> None:
@@ -136,9 +155,9 @@ def check_unknown_cluster_lists_nothing(harness: ProviderHarness) -> None:
 def check_destroy_twice_completes_without_error(harness: ProviderHarness) -> None:
     request = harness.launch_request(instance_id="contract-e1", request_id="request-e1")
     harness.provider.launch(request)
-    _clean_up(harness, request.instance_id)
+    _clean_up(harness, request.instance_id)  # destroyed until complete
     second = harness.provider.destroy_cluster(harness.cluster_name)
-    assert second.complete
+    assert second.complete, second.remaining
     assert harness.provider.list_instances(harness.cluster_name) == []
 
 
