@@ -31,6 +31,8 @@ __all__ = [
     "Infeasible",
     "InstanceRecord",
     "InstanceStatus",
+    "LabelConstraint",
+    "LabelSelector",
     "Launch",
     "LaunchRequest",
     "RayNode",
@@ -41,6 +43,8 @@ __all__ = [
     "ShapeDemand",
     "Termination",
     "Unavailability",
+    "WaitCause",
+    "Waiting",
     "format_shape",
     "shape_dict",
     "shape_of",
@@ -174,6 +178,13 @@ class RayNodeStatus(enum.StrEnum):
     DEAD = "dead"
 
 
+# A Ray label selector (Ray 2.60 `label_selector`, `bundle_label_selector`): every constraint must hold. A constraint
+# is (key, operator, values), operator "in" or "!in" (Ray's LABEL_OPERATOR_IN / NOT_IN): Ray's {"k": "v"} is
+# ("k", "in", ("v",)), {"k": "!v"} is ("k", "!in", ("v",)), {"k": "in(a,b)"} is ("k", "in", ("a", "b")).
+LabelConstraint = tuple[str, str, tuple[str, ...]]
+LabelSelector = tuple[LabelConstraint, ...]
+
+
 @dataclass(frozen=True)
 class RayNode:
     ray_node_id: str
@@ -184,6 +195,7 @@ class RayNode:
     total_resources: Mapping[str, float]
     available_resources: Mapping[str, float]
     is_head: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)  # as Ray reports them; {} from an agent that does not
 
 
 @dataclass(frozen=True)
@@ -192,6 +204,9 @@ class ShapeDemand:
 
     shape: Shape
     count: int
+    # Ray's label selectors of these bundles, in Ray's order: the first is preferred, the others are fallbacks; a node
+    # must satisfy one of them. () places them anywhere.
+    selectors: tuple[LabelSelector, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -201,6 +216,8 @@ class GangDemand:
     strategy: GangStrategy
     bundles: tuple[Shape, ...]
     count: int = 1  # identical gangs are folded together
+    # Per bundle, in the order of `bundles`: that bundle's label selectors (as ShapeDemand.selectors). () if none has.
+    bundle_selectors: tuple[tuple[LabelSelector, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -330,12 +347,35 @@ class Infeasible:
     reason: str
 
 
+class WaitCause(enum.StrEnum):
+    """Why feasible demand is left waiting by a plan."""
+
+    MAX_WORKERS = "max_workers"  # every node type that could hold it is at its own max_workers
+    GLOBAL_MAX_WORKERS = "global_max_workers"  # the cluster is at its max_workers
+    UNAVAILABLE = "unavailable"  # the types that could hold it are out of capacity or quota (and have no fallback)
+    EXISTING_NODE = "existing_node"  # only an existing node can hold it (node:<ip>, a label only it has): it is full
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Feasible demand that this plan launches nothing for, and why (`reason` says it in words)."""
+
+    shape: Shape
+    count: int
+    # "pending" (tasks, actors, placement group bundles) | "placement_group" (STRICT_SPREAD) | "request_resources"
+    source: str
+    cause: WaitCause
+    node_types: tuple[str, ...] = ()  # the node types that could hold it
+    reason: str = ""
+
+
 @dataclass(frozen=True)
 class ScalingPlan:
     launches: tuple[Launch, ...] = ()
     terminations: tuple[Termination, ...] = ()
     infeasible: tuple[Infeasible, ...] = ()
     notes: tuple[str, ...] = ()  # why nothing happened, when nothing happened
+    waiting: tuple[Waiting, ...] = ()  # feasible demand left waiting (max_workers, unavailable types), by cause
 
     @property
     def is_empty(self) -> bool:
