@@ -124,8 +124,8 @@ def _join(prefix: str, parts: Iterable[PathPart]) -> str:
     return f"{prefix}.{suffix}"
 
 
-class _Errors:
-    """Collects field errors once each, in the order they are found."""
+class FieldErrors:
+    """Collects field errors once each, in the order they are found (plugins' config rules add theirs here)."""
 
     def __init__(self) -> None:
         self._seen: dict[tuple[str, str], None] = {}
@@ -618,7 +618,7 @@ class ClusterConfig(_Frozen):
         try:
             return cls.model_validate(document, context={STORED_CONFIG_CONTEXT: True})
         except ValidationError as error:
-            errors = _Errors()
+            errors = FieldErrors()
             errors.add_validation_error("", error)
             raise ConfigError(errors.as_list()) from None
 
@@ -872,7 +872,7 @@ def parse_cluster_config(body: bytes | str | Mapping[str, Any], content_type: st
     if not isinstance(document, Mapping):
         raise ConfigError([FieldError("", f"must be a mapping of config fields, not {_kind(document)}")])
 
-    errors = _Errors()
+    errors = FieldErrors()
     ignored: list[str] = []
     user = _sort_keys(document, errors, ignored)
     merged = _fill_defaults(user, errors)
@@ -968,7 +968,7 @@ def _load_yaml(text: str) -> object:
 def _check_plain_data(document: object) -> None:
     """Reject alias bombs, cycles and values JSON cannot hold (dates, bytes, sets, NaN, non-string keys)."""
     _check_expansion(document)
-    errors = _Errors()
+    errors = FieldErrors()
     stack: list[tuple[object, tuple[PathPart, ...]]] = [(document, ())]
     while stack:
         value, parts = stack.pop()
@@ -1037,7 +1037,7 @@ def _kind(value: object) -> str:
 # --- 3. used, ignored, unknown --------------------------------------------------------------
 
 
-def _sort_keys(document: Mapping[str, Any], errors: _Errors, ignored: list[str]) -> dict[str, Any]:
+def _sort_keys(document: Mapping[str, Any], errors: FieldErrors, ignored: list[str]) -> dict[str, Any]:
     """Deep copies of the keys this control plane uses; ignored keys listed, unknown keys reported."""
     used_top_level = _USED_TOP_LEVEL | _used_legacy_keys(document)
     ignored_top_level = _IGNORED_TOP_LEVEL | (_LEGACY_TOP_LEVEL - used_top_level)
@@ -1088,7 +1088,7 @@ def _used_keys(
     used_keys: frozenset[str],
     ignored_keys: frozenset[str],
     *,
-    errors: _Errors,
+    errors: FieldErrors,
     ignored: list[str],
 ) -> dict[str, Any]:
     kept: dict[str, Any] = {}
@@ -1110,7 +1110,7 @@ def _is_number(value: object) -> bool:
 # --- 4. defaults and legacy keys, as Ray fills them -----------------------------------------
 
 
-def _fill_defaults(user: dict[str, Any], errors: _Errors) -> dict[str, Any]:
+def _fill_defaults(user: dict[str, Any], errors: FieldErrors) -> dict[str, Any]:
     """Ray's `prepare_config` minus the SSH parts: `fillout_defaults` (a shallow merge over the provider's
     defaults, legacy node types rewritten) then `fill_node_type_min_max_workers`. The six command lists are kept
     as written; `ClusterConfig.commands_for` combines them as Ray's `merge_setup_commands` does."""
@@ -1129,7 +1129,7 @@ def _fill_defaults(user: dict[str, Any], errors: _Errors) -> dict[str, Any]:
 
 
 def _rewrite_legacy_node_types(
-    merged: dict[str, Any], user: Mapping[str, Any], defaults: Mapping[str, Any], errors: _Errors
+    merged: dict[str, Any], user: Mapping[str, Any], defaults: Mapping[str, Any], errors: FieldErrors
 ) -> None:
     """Ray's `merge_legacy_yaml_with_defaults`: `head_node` / `worker_nodes` are node_configs (with an optional
     `resources`); an empty one keeps the default type's data. A missing one counts as empty (Ray raises KeyError)."""
@@ -1166,7 +1166,7 @@ def _rewrite_legacy_node_types(
     merged["head_node_type"] = LEGACY_HEAD_NODE_TYPE
 
 
-def _upscaling_speed(user: Mapping[str, Any], errors: _Errors) -> object:
+def _upscaling_speed(user: Mapping[str, Any], errors: FieldErrors) -> object:
     """Ray's autoscaler takes `upscaling_speed` when set and non-zero, else legacy `autoscaling_mode: aggressive`
     (99999), else legacy `target_utilization_fraction` f (1/f - 1), else 1.0. Ray's defaults merge fills
     upscaling_speed before the autoscaler looks, which leaves the legacy keys dead; we follow the autoscaler's
@@ -1208,7 +1208,7 @@ def _fill_node_type_min_max_workers(merged: dict[str, Any]) -> None:
 # --- 5. validation --------------------------------------------------------------------------
 
 
-def _validate(merged: dict[str, Any], errors: _Errors) -> ClusterConfig | None:
+def _validate(merged: dict[str, Any], errors: FieldErrors) -> ClusterConfig | None:
     config: ClusterConfig | None = None
     try:
         config = ClusterConfig.model_validate(merged)
@@ -1228,7 +1228,7 @@ def _validate(merged: dict[str, Any], errors: _Errors) -> ClusterConfig | None:
     return config
 
 
-def _check_provider_rules(provider: object, errors: _Errors) -> None:
+def _check_provider_rules(provider: object, errors: FieldErrors) -> None:
     if not isinstance(provider, Mapping) or provider.get("type") != "azure":
         return
     for name in ("location", "resource_group"):
@@ -1238,7 +1238,7 @@ def _check_provider_rules(provider: object, errors: _Errors) -> None:
         errors.add("provider.launch_delay_s", "applies only to provider type local")
 
 
-def _check_node_type_rules(raw: Mapping[str, Any], prefix: str, provider_type: object, errors: _Errors) -> None:
+def _check_node_type_rules(raw: Mapping[str, Any], prefix: str, provider_type: object, errors: FieldErrors) -> None:
     min_workers, max_workers = raw.get("min_workers"), raw.get("max_workers")
     # A negative bound is already an error of its own; comparing it would only repeat it.
     if isinstance(min_workers, int) and isinstance(max_workers, int) and min_workers > max_workers >= 0:
@@ -1261,7 +1261,7 @@ def _check_node_type_rules(raw: Mapping[str, Any], prefix: str, provider_type: o
         _check_arm_parameter_rules(parameters, path, errors)
 
 
-def _check_arm_parameter_rules(parameters: Mapping[str, Any], path: str, errors: _Errors) -> None:
+def _check_arm_parameter_rules(parameters: Mapping[str, Any], path: str, errors: FieldErrors) -> None:
     if parameters.get("imageId") is None:
         for name in ("imagePublisher", "imageOffer", "imageSku"):
             if parameters.get(name) is None:
@@ -1272,7 +1272,7 @@ def _check_arm_parameter_rules(parameters: Mapping[str, Any], path: str, errors:
                 errors.add(_join(path, (name,)), "applies only to priority Spot or Low")
 
 
-def _check_cluster_rules(merged: Mapping[str, Any], errors: _Errors) -> None:
+def _check_cluster_rules(merged: Mapping[str, Any], errors: FieldErrors) -> None:
     head_node_type = merged.get("head_node_type")
     raw_node_types = merged.get("available_node_types")
     if not isinstance(raw_node_types, Mapping):

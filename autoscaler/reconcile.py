@@ -45,18 +45,22 @@ from autoscaler.model import (
     format_shape,
 )
 from autoscaler.planner import plan
-from autoscaler.ray_state import HeadAuthError, HeadUnreachableError, RayStateReader
-from autoscaler.state import ConflictError, StateStore, StorageUnavailableError
-from autoscaler.views import boot_phases_observation
-from provisioning.cloud import (
+from autoscaler.ports import (
     CapacityError,
     CloudError,
     CloudProvider,
+    ConflictError,
+    HeadAuthError,
+    HeadUnreachableError,
     NotFoundError,
     QuotaError,
+    RayStateReader,
     RemembersHeadAddress,
+    StateStore,
+    StorageUnavailableError,
     ThrottledError,
 )
+from autoscaler.views import boot_phases_observation
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar
@@ -23,16 +23,17 @@ from autoscaler.config import (
     is_valid_cluster_name,
     parse_cluster_config,
 )
-from autoscaler.model import ClusterRecord, ClusterStatus, Event
-from autoscaler.reconcile import ReconcileDeps, TickResult, describe_error, reconcile
-from autoscaler.state import (
+from autoscaler.model import ClusterRecord, ClusterStatus, Event, InstanceRecord
+from autoscaler.ports import (
     ConfigTooLargeError,
     ConflictError,
-    GuardedStore,
+    InstanceSnapshot,
+    ReconcileQueue,
     StateStore,
     StorageUnavailableError,
     storage_errors,
 )
+from autoscaler.reconcile import ReconcileDeps, TickResult, describe_error, reconcile
 from autoscaler.tokens import bearer_token, tokens_match
 from autoscaler.views import (
     AcceptedResponse,
@@ -117,12 +118,6 @@ def _storage_guarded(method: Callable[P, R]) -> Callable[P, R]:
     return guarded
 
 
-class ReconcileQueue(Protocol):
-    def send(self, message: ReconcileMessage, *, delay_s: int = 0) -> None:
-        """Enqueue; with `delay_s` the message becomes visible only after that many seconds."""
-        ...
-
-
 class ProviderCheck(Protocol):
     def __call__(self, config: ClusterConfig) -> list[FieldError]:
         """Why this deployment can never build a provider for `config` (one error per field); [] when it can."""
@@ -152,6 +147,79 @@ class Retention:
     # is a few partition reads per run, never a scan of everything every 15 s.
     prune_interval: timedelta = timedelta(hours=1)
     clusters_per_timer_run: int = 5
+
+
+class GuardedStore:
+    """Any `StateStore`, whose "storage did not answer" errors arrive as `StorageUnavailableError` whatever the
+    backend raised (an SDK's ServiceRequestError from a store that does not translate them itself, say: the storage
+    adapters register how to recognise their SDK's outages, `autoscaler.ports.register_outage_classifier`). The
+    service wraps its store in one, so the reconcile shell and the HTTP use cases tell an outage from a failing
+    cluster."""
+
+    def __init__(self, inner: StateStore) -> None:
+        self.inner = inner
+
+    def get_cluster(self, name: str) -> ClusterRecord | None:
+        with storage_errors():
+            return self.inner.get_cluster(name)
+
+    def list_clusters(self) -> list[ClusterRecord]:
+        with storage_errors():
+            return self.inner.list_clusters()
+
+    def insert_cluster(self, record: ClusterRecord) -> ClusterRecord:
+        with storage_errors():
+            return self.inner.insert_cluster(record)
+
+    def update_cluster(self, record: ClusterRecord) -> ClusterRecord:
+        with storage_errors():
+            return self.inner.update_cluster(record)
+
+    def list_instances(self, cluster_name: str) -> list[InstanceRecord]:
+        with storage_errors():
+            return self.inner.list_instances(cluster_name)
+
+    def insert_instance(self, record: InstanceRecord) -> InstanceRecord:
+        with storage_errors():
+            return self.inner.insert_instance(record)
+
+    def update_instance(self, record: InstanceRecord) -> InstanceRecord:
+        with storage_errors():
+            return self.inner.update_instance(record)
+
+    def delete_instance(self, record: InstanceRecord) -> None:
+        with storage_errors():
+            self.inner.delete_instance(record)
+
+    def read_instances(self, cluster_name: str) -> InstanceSnapshot:
+        with storage_errors():
+            return self.inner.read_instances(cluster_name)
+
+    def commit_instances(
+        self, cluster_name: str, fence_etag: str, records: Sequence[InstanceRecord]
+    ) -> InstanceSnapshot:
+        with storage_errors():
+            return self.inner.commit_instances(cluster_name, fence_etag, records)
+
+    def append_event(self, event: Event) -> None:
+        with storage_errors():
+            self.inner.append_event(event)
+
+    def list_events(self, cluster_name: str, limit: int = 50) -> list[Event]:
+        with storage_errors():
+            return self.inner.list_events(cluster_name, limit)
+
+    def has_event_since(self, cluster_name: str, kind: str, since: datetime) -> bool:
+        with storage_errors():
+            return self.inner.has_event_since(cluster_name, kind, since)
+
+    def prune_events(self, cluster_name: str, *, older_than: datetime, keep_newest: int) -> int:
+        with storage_errors():
+            return self.inner.prune_events(cluster_name, older_than=older_than, keep_newest=keep_newest)
+
+    def purge_cluster_rows(self, cluster_name: str, *, before: datetime) -> int:
+        with storage_errors():
+            return self.inner.purge_cluster_rows(cluster_name, before=before)
 
 
 class Service:

@@ -13,8 +13,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from autoscaler.model import ClusterRecord, ClusterStatus, Event, InstanceRecord, InstanceStatus
-from autoscaler.ray_state import BootPhase, BootPhaseReport, parse_boot_phases
+from autoscaler.agent_contract import parse_boot_phases
+from autoscaler.model import (
+    BootPhase,
+    BootPhaseReport,
+    ClusterRecord,
+    ClusterStatus,
+    Event,
+    InstanceRecord,
+    InstanceStatus,
+)
 
 
 class _View(BaseModel):

@@ -1,0 +1,170 @@
+"""The head agent's JSON (`GET /v1/state`, the drain answer), validated at the edge into `autoscaler.model.RayState`.
+
+The same boot-phase entries are kept in a cluster's stored observation, which the status page reads back with
+`parse_boot_phases`: they are read leniently, entry by entry, because they only inform the status page and must never
+cost a tick its view of Ray. Anything in `/v1/state` short of the contract is `HeadUnreachableError` (the reconcile
+shell reads it as "no new information about Ray this tick", never as "Ray has no nodes").
+
+Pure: no I/O. The HTTP client that fetches it is an adapter (autoscaler/adapters/head_agent.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from autoscaler.model import (
+    BootPhase,
+    BootPhaseReport,
+    GangDemand,
+    GangStrategy,
+    RayNode,
+    RayNodeStatus,
+    RayState,
+    Shape,
+    ShapeDemand,
+    shape_of,
+)
+from autoscaler.ports import HeadUnreachableError
+
+# What a VM's boot script reports to the head agent (provisioning/head/agent_boot.py); the other phases the control
+# plane sees for itself.
+REPORTED_BOOT_PHASES = frozenset({BootPhase.CLOUD_INIT_RUNNING, BootPhase.RAY_STARTED, BootPhase.BOOT_FAILED})
+MAX_BOOT_DETAIL_CHARS = 300
+
+
+# --------------------------------------------------------------------------------------------
+# The wire format (see provisioning/head/agent_gcs.py for the producer)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_resources(resources: dict[str, float]) -> dict[str, float]:
+    for name, amount in resources.items():
+        if not name or not math.isfinite(amount) or amount < 0:
+            raise ValueError(f"resource {name!r} has amount {amount}; expected a finite amount >= 0")
+    return resources
+
+
+class _WireModel(BaseModel):
+    # Unknown fields are ignored so that a newer agent can add some without breaking an older control plane.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _NodePayload(_WireModel):
+    ray_node_id: str = Field(min_length=1)
+    instance_id: str = ""
+    node_type: str = ""
+    status: RayNodeStatus
+    idle_duration_s: float = Field(ge=0, allow_inf_nan=False)
+    total_resources: dict[str, float] = Field(default_factory=dict)
+    available_resources: dict[str, float] = Field(default_factory=dict)
+    is_head: bool = False
+
+    _resources_are_amounts = field_validator("total_resources", "available_resources")(_check_resources)
+
+
+class _ShapeCountPayload(_WireModel):
+    shape: dict[str, float]
+    count: int = Field(ge=1)
+
+    _shape_is_amounts = field_validator("shape")(_check_resources)
+
+
+class _GangPayload(_WireModel):
+    strategy: GangStrategy
+    bundles: list[dict[str, float]] = Field(min_length=1)
+    count: int = Field(default=1, ge=1)
+
+    @field_validator("bundles")
+    @classmethod
+    def _bundles_are_amounts(cls, bundles: list[dict[str, float]]) -> list[dict[str, float]]:
+        return [_check_resources(bundle) for bundle in bundles]
+
+
+class _StatePayload(_WireModel):
+    nodes: list[_NodePayload]
+    pending: list[_ShapeCountPayload] = Field(default_factory=list)
+    gangs: list[_GangPayload] = Field(default_factory=list)
+    constraints: list[_ShapeCountPayload] = Field(default_factory=list)
+
+
+def parse_state(payload: object) -> RayState:
+    """Validate the agent's `/v1/state` JSON and build a RayState; identical shapes and gangs are folded."""
+    try:
+        state = _StatePayload.model_validate(payload)
+    except ValidationError as error:
+        raise HeadUnreachableError(f"head agent state does not match the contract: {error}") from error
+    return RayState(
+        nodes=tuple(
+            RayNode(
+                ray_node_id=node.ray_node_id,
+                instance_id=node.instance_id,
+                node_type=node.node_type,
+                status=node.status,
+                idle_duration_s=node.idle_duration_s,
+                total_resources=node.total_resources,
+                available_resources=node.available_resources,
+                is_head=node.is_head,
+            )
+            for node in state.nodes
+        ),
+        pending=_fold_shapes((item.shape, item.count) for item in state.pending),
+        gangs=_fold_gangs(state.gangs),
+        constraints=_fold_shapes((item.shape, item.count) for item in state.constraints),
+        boot_phases=parse_boot_phases(payload),
+    )
+
+
+def _fold_shapes(shapes_with_counts: Iterable[tuple[Mapping[str, float], int]]) -> tuple[ShapeDemand, ...]:
+    counts: Counter[Shape] = Counter()
+    for resources, count in shapes_with_counts:
+        shape = shape_of(resources)
+        if shape:  # a shape of nothing needs no node
+            counts[shape] += count
+    return tuple(ShapeDemand(shape=shape, count=count) for shape, count in sorted(counts.items()))
+
+
+def _fold_gangs(gangs: Iterable[_GangPayload]) -> tuple[GangDemand, ...]:
+    counts: Counter[tuple[GangStrategy, tuple[Shape, ...]]] = Counter()
+    for gang in gangs:
+        bundles = tuple(sorted(shape for shape in map(shape_of, gang.bundles) if shape))
+        if bundles:
+            counts[(gang.strategy, bundles)] += gang.count
+    return tuple(
+        GangDemand(strategy=strategy, bundles=bundles, count=count)
+        for (strategy, bundles), count in sorted(counts.items())
+    )
+
+
+class _BootPhasePayload(_WireModel):
+    phase: BootPhase
+    at: AwareDatetime
+    detail: str = ""
+
+
+def parse_boot_phases(payload: object) -> dict[str, BootPhaseReport]:
+    """The `boot_phases` of the agent's `/v1/state` JSON, by instance id.
+
+    An entry that does not fit (a phase this version does not know, a bad timestamp) is left out, and an agent
+    without boot phases gives none: the state of Ray is usable either way.
+    """
+    entries = payload.get("boot_phases") if isinstance(payload, dict) else None
+    if not isinstance(entries, dict):
+        return {}
+    reports: dict[str, BootPhaseReport] = {}
+    for instance_id, entry in entries.items():
+        try:
+            parsed = _BootPhasePayload.model_validate(entry)
+        except ValidationError:
+            continue
+        if instance_id and parsed.phase in REPORTED_BOOT_PHASES:
+            reports[instance_id] = BootPhaseReport(parsed.phase, parsed.at, parsed.detail[:MAX_BOOT_DETAIL_CHARS])
+    return reports
+
+
+class DrainAnswer(_WireModel):
+    accepted: bool
+    rejection_reason: str = ""
