@@ -1,0 +1,210 @@
+"""One tick of planning: observe, scale down what is broken or outdated, scale up with each scorer, scale down what
+placement left unneeded, and keep the best of the scorers' plans."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from autoscaler.config import ClusterConfig, is_outdated_node_hash
+from autoscaler.model import (
+    InstanceRecord,
+    InstanceStatus,
+    Launch,
+    RayNode,
+    RayNodeStatus,
+    RayState,
+    ScalingPlan,
+    Unavailability,
+)
+from autoscaler.planner.demand import DemandReader, DemandView, Resources
+from autoscaler.planner.inputs import PlannerConfig
+from autoscaler.planner.packing import EXISTING, Kind, Slot
+from autoscaler.planner.scale_down import (
+    LAUNCHING,
+    SCALE_DOWN_RULES,
+    Candidate,
+    ScaleDownRule,
+    ScaleDownView,
+    apply_rules,
+)
+from autoscaler.planner.scale_up import Cluster, ScaleUp, Tick
+from autoscaler.planner.scoring import Strategy, is_acceptable, is_better
+
+
+def plan(
+    *,
+    config: ClusterConfig | PlannerConfig,
+    instances: Sequence[InstanceRecord],
+    ray: RayState | None,
+    unavailable: Sequence[Unavailability],
+    now: datetime,
+    rules: Sequence[ScaleDownRule] = SCALE_DOWN_RULES,
+) -> ScalingPlan:
+    """Decide one tick. `ray is None` means the head agent did not answer: keep min_workers and apply launch
+    timeouts, but never scale down for idleness on stale information."""
+    planner_config = config if isinstance(config, PlannerConfig) else PlannerConfig.from_cluster_config(config)
+    resources = Resources(planner_config, instances, ray)
+    view = _candidates(planner_config, instances, ray, now)
+    apply_rules(view, [rule for rule in rules if not rule.after_placement])
+    cluster = _observe(planner_config, resources, instances, ray, view.taken)
+    reader = DemandReader(planner_config, resources, [slot for slot in cluster.slots if slot.kind in EXISTING])
+    tick = Tick(
+        config=planner_config,
+        resources=resources,
+        reader=reader,
+        demand=DemandView.read(ray, reader) if ray is not None else None,
+        unavailable={u.node_type: u for u in unavailable if u.until > now},
+    )
+
+    def scale_up(strategy: Strategy) -> ScaleUp:
+        candidate = ScaleUp(tick, cluster.copy(), strategy)
+        candidate.run()
+        return candidate
+
+    chosen = rays = scale_up(Strategy.RAY)
+    if rays.chose_node_types:  # else every scorer gives this same plan
+        candidates = [scale_up(Strategy.COST)]
+        if candidates[0].unserved:
+            candidates.append(scale_up(Strategy.CAPACITY))
+        for candidate in candidates:
+            if is_acceptable(candidate, rays) and (chosen is rays or is_better(candidate, chosen)):
+                chosen = candidate
+    return _scale_down_and_assemble(tick, chosen, view, rules, ray)
+
+
+def _candidates(
+    config: PlannerConfig, instances: Sequence[InstanceRecord], ray: RayState | None, now: datetime
+) -> ScaleDownView:
+    """Every live worker instance that is launching or running Ray, as the scale-down rules see it."""
+    types = {worker.name: worker for worker in config.worker_types}
+    ray_nodes = {node.instance_id: node for node in ray.nodes if node.instance_id} if ray else {}
+    candidates = []
+    for record in instances:
+        if record.is_head or not (record.status in LAUNCHING or record.status is InstanceStatus.RAY_RUNNING):
+            continue
+        worker = types.get(record.node_type)
+        current = worker.config_hash if worker is not None and worker.config_hash else config.config_hash
+        node = ray_nodes.get(record.instance_id)
+        candidates.append(
+            Candidate(
+                instance_id=record.instance_id,
+                node_type=record.node_type,
+                status=record.status,
+                worker=worker,
+                # From when the cloud accepted the launch: time spent queued (a Retry-After pause) is not the cloud's.
+                launched_age_s=(now - (record.launched_at or record.created_at)).total_seconds(),
+                outdated=is_outdated_node_hash(record.config_hash, current),
+                ray_status=node.status if node is not None else None,
+                idle_s=node.idle_duration_s if node is not None else 0.0,
+            )
+        )
+    return ScaleDownView(candidates, max_workers=config.max_workers, ray_known=ray is not None)
+
+
+def _observe(
+    config: PlannerConfig,
+    resources: Resources,
+    instances: Sequence[InstanceRecord],
+    ray: RayState | None,
+    taken: set[str],
+) -> Cluster:
+    """The nodes as capacity, in placement order: the head, busy, unmanaged, idle (recently used first), launching.
+    Final, head and taken instances are left out, and so are nodes Ray is draining."""
+    types = {worker.name: worker for worker in config.worker_types}
+    counts = dict.fromkeys(types, 0)
+    running = dict.fromkeys(types, 0)
+    launching_counts = dict.fromkeys(types, 0)
+    ray_nodes = {node.instance_id: node for node in ray.nodes if node.instance_id} if ray else {}
+    known_ids = {record.instance_id for record in instances}
+    head_ids = {record.instance_id for record in instances if record.is_head}
+    head_slots: list[Slot] = []
+    busy: list[Slot] = []
+    idle: list[Slot] = []
+    launching: list[Slot] = []
+    unmanaged: list[Slot] = []
+    for record in instances:
+        if record.is_head or not record.status.is_live or record.instance_id in taken:
+            continue
+        worker = types.get(record.node_type)
+        if record.status in LAUNCHING and worker is not None:
+            counts[worker.name] += 1
+            launching_counts[worker.name] += 1
+            vector = resources.type_units[worker.name]
+            launching.append(
+                Slot(
+                    list(vector), vector, 1, worker.name, Kind.LAUNCHING, record.instance_id, labels=dict(worker.labels)
+                )
+            )
+        elif record.status is InstanceStatus.RAY_RUNNING:
+            node = ray_nodes.get(record.instance_id)
+            if ray is None:
+                # No news from Ray: the node keeps counting, with unknown usage, and is never taken for idle.
+                if worker is None:
+                    continue
+                vector = resources.type_units[worker.name]
+                busy.append(
+                    Slot(
+                        list(vector), vector, 1, worker.name, Kind.BUSY, record.instance_id, labels=dict(worker.labels)
+                    )
+                )
+            elif node is None or node.status in (RayNodeStatus.DEAD, RayNodeStatus.DRAINING):
+                continue  # dead ones are taken by the dead-node rule; draining ones are already leaving
+            else:
+                kind = Kind.IDLE if node.status == RayNodeStatus.IDLE else Kind.BUSY
+                (idle if kind is Kind.IDLE else busy).append(_ray_slot(resources, node, record.node_type, kind, config))
+            if worker is not None:
+                counts[worker.name] += 1
+                running[worker.name] += 1
+    if ray is not None:
+        for node in ray.nodes:
+            if node.status in (RayNodeStatus.DEAD, RayNodeStatus.DRAINING):
+                continue
+            if node.is_head or node.instance_id in head_ids:
+                head_slots.append(_ray_slot(resources, node, config.head_node_type, Kind.HEAD, config))
+            elif not node.instance_id or node.instance_id not in known_ids:
+                unmanaged.append(_ray_slot(resources, node, node.node_type, Kind.UNMANAGED, config))
+    # Demand lands on running nodes before launching ones, and on recently used idle nodes before long idle
+    # ones, so that the nodes left unneeded are the ones worth terminating.
+    idle.sort(key=lambda slot: slot.idle_duration_s)
+    return Cluster(head_slots + busy + unmanaged + idle + launching, counts, running, launching_counts)
+
+
+def _ray_slot(resources: Resources, node: RayNode, node_type: str, kind: Kind, config: PlannerConfig) -> Slot:
+    total, free = resources.node(node.total_resources, node.available_resources)
+    labels = dict(node.labels)
+    if not labels:
+        # An agent that reports no labels (older than this release): the labels the node type gives its nodes.
+        if kind is Kind.HEAD:
+            labels = dict(config.head_labels)
+        else:
+            labels = next((dict(w.labels) for w in config.worker_types if w.name == node_type), {})
+    return Slot(free, total, 1, node_type, kind, node.instance_id, idle_duration_s=node.idle_duration_s, labels=labels)
+
+
+def _scale_down_and_assemble(
+    tick: Tick, chosen: ScaleUp, view: ScaleDownView, rules: Sequence[ScaleDownRule], ray: RayState | None
+) -> ScalingPlan:
+    needed = {slot.instance_id: slot.needed for slot in chosen.slots if slot.instance_id}
+    for candidate in view.candidates:
+        candidate.needed = needed.get(candidate.instance_id, False)
+    view.counts = dict(chosen.counts)
+    before_notes = list(view.notes)
+    view.notes.clear()
+    apply_rules(view, [rule for rule in rules if rule.after_placement])
+    launches = [Launch(name, nodes, reason) for name, (nodes, reason) in chosen.launches.items()]
+    unavailable_notes = [
+        f"not launched: {tick.unavailable_text(name)}" for name in tick.unavailable if name in tick.types
+    ]
+    notes = list(dict.fromkeys([*unavailable_notes, *before_notes, *chosen.notes, *view.notes]))
+    if not launches and not view.terminations:
+        workers = sum(chosen.counts.values())
+        pending = ray.pending_bundles if ray is not None else 0
+        notes.append(f"no change: {workers} workers, {pending} pending bundles, none idle past their timeout")
+    return ScalingPlan(
+        launches=tuple(launches),
+        terminations=tuple(view.terminations),
+        infeasible=tuple(tick.demand.infeasible) if tick.demand is not None else (),
+        notes=tuple(notes),
+        waiting=tuple(chosen.waiting),
+    )
