@@ -325,6 +325,8 @@ def _settled(tick: _Tick) -> bool:
 # ------------------------------------------------------------------------------------------------------------------
 # 4a sync: fold what the cloud and Ray show into instance statuses (passive; no decisions about size)
 # ------------------------------------------------------------------------------------------------------------------
+# What to do with a worker that Ray reports dead, one that never registers, or one of an outdated config is decided
+# by the planner's scale-down rules (autoscaler/planner/scale_down.py), not here: this only records what was seen.
 
 
 def _sync(tick: _Tick, cloud: dict[str, CloudInstance], ray: RayState | None) -> None:
@@ -356,9 +358,6 @@ def _sync(tick: _Tick, cloud: dict[str, CloudInstance], ray: RayState | None) ->
             tick.move(instance_id, S.RAY_RUNNING, f"Ray node {node.ray_node_id[:12]} registered")
         elif status == S.ALLOCATED and record.is_head and ray is not None:
             tick.move(instance_id, S.RAY_RUNNING, "the head agent answers")
-        elif status == S.RAY_RUNNING and ray is not None and not record.is_head:
-            if node is None or node.status == RayNodeStatus.DEAD:
-                tick.move(instance_id, S.TERMINATING, "its Ray node is dead")
         elif status == S.DRAINING and lifecycle.is_stuck(record, tick.now):
             tick.move(instance_id, S.RAY_RUNNING, "the drain was never answered: keep the node")
         elif status in (S.TERMINATING, S.TERMINATION_FAILED) and seen is None:
