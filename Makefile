@@ -61,6 +61,7 @@ test: install infra-tools lint types unit integration e2e
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 # What cloud-init ships to a VM runs on the image's python3 (3.10 on Ubuntu 22.04): it is type-checked as 3.10 too.
 types: install
