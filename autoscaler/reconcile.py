@@ -36,10 +36,12 @@ from autoscaler.model import (
     HeadInfo,
     InstanceRecord,
     InstanceStatus,
+    LabelSelector,
     LaunchRequest,
     RayNodeStatus,
     RayState,
     ScalingPlan,
+    ShapeDemand,
     Termination,
     Unavailability,
     format_shape,
@@ -543,23 +545,53 @@ def _next_cluster_record(
 
 
 def _observation_json(ray: RayState, decided: ScalingPlan, records: Iterable[InstanceRecord]) -> str:
-    """What GET /api/clusters/{name} shows of Ray: stable between ticks unless Ray's demand changes (no timestamp)."""
+    """What GET /api/clusters/{name} shows of Ray: stable between ticks unless Ray's demand changes (no timestamp).
+    Label selectors appear only on demand that has them, so the observation of demand without is unchanged."""
     return json.dumps(
         {
-            "pending": [{"shape": dict(d.shape), "count": d.count} for d in ray.pending],
+            "pending": [_demand_json(d) for d in ray.pending],
             "gangs": [
                 {"strategy": str(g.strategy), "bundles": [dict(b) for b in g.bundles], "count": g.count}
+                | (
+                    {"bundle_label_selectors": [_selectors_json(s) for s in g.bundle_selectors]}
+                    if g.bundle_selectors
+                    else {}
+                )
                 for g in ray.gangs
             ],
-            "constraints": [{"shape": dict(d.shape), "count": d.count} for d in ray.constraints],
+            "constraints": [_demand_json(d) for d in ray.constraints],
             "infeasible": [
                 {"shape": format_shape(i.shape), "count": i.count, "reason": i.reason} for i in decided.infeasible
+            ],
+            # Feasible demand the plan launches nothing for, and why (max_workers, unavailable types, a full node).
+            "waiting": [
+                {
+                    "shape": dict(w.shape),
+                    "count": w.count,
+                    "source": w.source,
+                    "cause": str(w.cause),
+                    "node_types": list(w.node_types),
+                    "reason": w.reason,
+                }
+                for w in decided.waiting
             ],
             # What booting VMs reported to the head agent (their "at" is the agent's: stable between ticks).
             "boot_phases": boot_phases_observation(ray.boot_phases, records),
         },
         sort_keys=True,
     )
+
+
+def _demand_json(demand: ShapeDemand) -> dict[str, object]:
+    shown: dict[str, object] = {"shape": dict(demand.shape), "count": demand.count}
+    if demand.selectors:
+        shown["label_selectors"] = _selectors_json(demand.selectors)
+    return shown
+
+
+def _selectors_json(selectors: Sequence[LabelSelector]) -> list[list[dict[str, object]]]:
+    """Ray's label selectors as [[{key, operator, values}]]: one list per alternative, every constraint must hold."""
+    return [[{"key": k, "operator": op, "values": list(values)} for k, op, values in one] for one in selectors]
 
 
 # ------------------------------------------------------------------------------------------------------------------
