@@ -1,5 +1,15 @@
 """The instance state machine: one table of allowed transitions, one comment per edge (after Ray's autoscaler v2),
-plus the timeouts that rescue instances stuck in a status.
+plus the per-status timeouts that rescue an instance stuck waiting for an answer.
+
+Those timeouts are not scaling rules, and so they stay here: each bounds how long an operation already started may
+go unanswered (the launch call that never left: queued; the VM the cloud never lists: requested; the drain Ray never
+answers: draining; the delete that never completes: terminating) and moves the instance to the status that says so.
+They never decide how many nodes the cluster should have, they apply to the head as much as to workers, and they are
+Ray v2's `Reconciler._handle_stuck_instances`, which also lives outside Ray's scheduler. Whether a node should go (it
+did not register with Ray within its type's launch_timeout_s, its Ray node died, it is outdated, idle or above
+max_workers) is decided by the planner's scale-down rules, autoscaler/planner/scale_down.py. A requested instance is
+under both clocks: the request timeout here (600 s in requested: allocation_failed) and the planner's launch timeout
+(launch_timeout_s since the cloud accepted the launch: terminated); whichever comes first (docs/decisions/planner.md).
 
 Pure: `now` is always passed in.
 """
@@ -53,8 +63,9 @@ ALLOWED: dict[S, dict[S, str]] = {
     },
 }
 
-# Timeouts per stuck status (Ray autoscaler v2 uses requested 600 s, terminating 300 s). allocated -> ray_running is the
-# node type's launch_timeout_s and is decided by the planner, which knows the config.
+# Timeouts per stuck status (Ray autoscaler v2 uses requested 600 s, terminating 300 s). allocated -> ray_running is no
+# stuck status but a launch that failed: the planner's LaunchTimeout rule decides it, with the node type's
+# launch_timeout_s.
 STATUS_TIMEOUT_S: dict[S, float] = {
     S.QUEUED: 120.0,  # intent saved but the launch call never made it out: relaunch (idempotent) or fail
     S.REQUESTED: 600.0,
