@@ -45,18 +45,17 @@ class ClusterTeardown:
 
     def _delete_vms_and_leftovers(self, cluster_name: str) -> None:
         compute, net = self.clients.compute, self.clients.network
-        detached_disks: list[str] = []
         for vm in compute.virtual_machines.list(self.resource_group):
             data = vm.as_dict()
             if self._owned(data, cluster_name):
-                detached_disks += _disks_kept_after_vm(data)
+                # A disk the VM keeps (deleteOption Detach, e.g. a VM made by an older version) carries no tags of
+                # ours: it is ours because our VM references it. Azure refuses to delete it until the VM's deletion
+                # has released it (minutes), after which nothing references it any more: so it gets the cluster's
+                # tags first, and the leftover sweep below (this call or a later one) finds and deletes it.
+                for disk_id in _disks_kept_after_vm(data):
+                    self._tag_as_ours(disk_id, cluster_name)
                 delete_vm = _bind(compute.virtual_machines.begin_delete, self.resource_group, data["name"])
                 self._delete(data["id"], delete_vm)
-        # A disk the VM keeps (deleteOption Detach, e.g. a VM made by an older version) carries no tags of ours:
-        # it is ours because our VM referenced it.
-        for disk_id in detached_disks:
-            parts = disk_id.split("/")
-            self._delete(disk_id, _bind(compute.disks.begin_delete, parts[4], parts[-1]))
         leftovers: list[tuple[Callable[..., Any], Iterable[Any]]] = [
             (net.network_interfaces.begin_delete, net.network_interfaces.list(self.resource_group)),
             (net.public_ip_addresses.begin_delete, net.public_ip_addresses.list(self.resource_group)),
@@ -67,6 +66,21 @@ class ClusterTeardown:
                 data = item.as_dict()
                 if self._owned(data, cluster_name):
                     self._delete(data["id"], _bind(begin_delete, self.resource_group, data["name"]))
+
+    def _tag_as_ours(self, disk_id: str, cluster_name: str) -> None:
+        parts = disk_id.split("/")
+        resource_group, disk_name = parts[4], parts[-1]
+        try:
+            disk = self.clients.compute.disks.get(resource_group, disk_name).as_dict()
+        except AzureError as error:
+            if isinstance(from_azure_error(error), NotFoundError):
+                return
+            raise
+        tags = {**(disk.get("tags") or {}), **network.network_tags(cluster_name)}
+        if tags != (disk.get("tags") or {}):
+            self.clients.compute.disks.begin_update(
+                resource_group, disk_name, self.clients.compute_models.DiskUpdate(tags=tags), polling=False
+            )
 
     def _delete_network(self, cluster_name: str) -> None:
         net = self.clients.network

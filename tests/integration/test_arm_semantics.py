@@ -47,8 +47,10 @@ WAIT_S = DURATION_S + 0.1
 
 
 def strict_arm(*, check_references: bool | None = None) -> ArmEmulator:
+    # The requests here are minimal bodies about ARM's semantics, not about Azure's request rules (test_arm_rules.py).
     return ArmEmulator(
         strict=True,
+        request_rules=False,
         vm_create_s=DURATION_S,
         network_update_s=DURATION_S,
         delete_s=DURATION_S,
@@ -233,7 +235,7 @@ def test_the_sdk_poller_waits_for_the_operation(arm: ArmEmulator) -> None:
 
 
 def test_without_long_running_operations_complete_at_once() -> None:
-    with ArmEmulator(strict=True, long_running=False) as arm:
+    with ArmEmulator(strict=True, request_rules=False, long_running=False) as arm:
         answer = call(arm, "PUT", nsg_path(arm), {"location": "eastus"})
 
         assert answer.json()["properties"]["provisioningState"] == "Updating"  # the answer to the PUT itself
@@ -415,7 +417,7 @@ def test_a_nic_held_by_a_vm_being_deleted_is_in_use_until_the_vm_is_gone(arm: Ar
 
 
 def test_lists_are_paged_with_an_absolute_next_link_carrying_a_skip_token() -> None:
-    with ArmEmulator(strict=True, page_size=2, long_running=False) as arm:
+    with ArmEmulator(strict=True, request_rules=False, page_size=2, long_running=False) as arm:
         for index in range(5):
             call(arm, "PUT", nsg_path(arm, f"nsg{index}"), {"location": "eastus"})
         network = NetworkManagementClient(arm.credential(), arm.subscription_id, **arm.client_kwargs())
@@ -433,7 +435,7 @@ def test_lists_are_paged_with_an_absolute_next_link_carrying_a_skip_token() -> N
 
 
 def test_the_next_link_keeps_the_query_of_the_first_request() -> None:
-    with ArmEmulator(strict=True, page_size=1, long_running=False) as arm:
+    with ArmEmulator(strict=True, request_rules=False, page_size=1, long_running=False) as arm:
         subnet_id = arm.seed_subnet(RG, "vnet", "nodes", "10.1.0.0/16")
         arm.seed_vm(RG, "a", subnet_id, tags={})
         arm.seed_vm(RG, "b", subnet_id, tags={})
@@ -452,7 +454,10 @@ def test_the_next_link_keeps_the_query_of_the_first_request() -> None:
 
 
 def test_strict_mode_pages_by_default_and_page_size_zero_turns_it_off() -> None:
-    with ArmEmulator(strict=True) as paged, ArmEmulator(strict=True, page_size=0) as unpaged:
+    with (
+        ArmEmulator(strict=True, request_rules=False) as paged,
+        ArmEmulator(strict=True, request_rules=False, page_size=0) as unpaged,
+    ):
         assert paged.page_size
         assert unpaged.page_size is None
 
@@ -530,7 +535,10 @@ def test_the_actions_a_vm_put_needs_include_its_linked_checks() -> None:
 
 
 def test_without_grants_nothing_is_authorization_checked_and_rbac_true_refuses_everything() -> None:
-    with ArmEmulator(strict=True) as open_arm, ArmEmulator(strict=True, rbac=True) as closed_arm:
+    with (
+        ArmEmulator(strict=True, request_rules=False) as open_arm,
+        ArmEmulator(strict=True, request_rules=False, rbac=True) as closed_arm,
+    ):
         assert call(open_arm, "GET", nsg_path(open_arm)).status_code == 404
         refused = call(closed_arm, "GET", nsg_path(closed_arm))
         assert (refused.status_code, error_of(refused)["code"]) == (403, "AuthorizationFailed")
@@ -634,7 +642,7 @@ def test_grants_belong_to_a_principal(arm: ArmEmulator) -> None:
 
 def test_arm_read_budget_is_reported_and_exhausted_per_principal() -> None:
     budgets = ThrottleBudgets(subscription_reads=TokenBucket(3, 1.0))
-    with ArmEmulator(strict=True, budgets=budgets) as arm:
+    with ArmEmulator(strict=True, request_rules=False, budgets=budgets) as arm:
         remaining = [
             call(arm, "GET", nsg_path(arm)).headers["x-ms-ratelimit-remaining-subscription-reads"] for _ in "abc"
         ]
@@ -656,7 +664,9 @@ def test_arm_read_budget_is_reported_and_exhausted_per_principal() -> None:
 
 
 def test_arm_write_budget_has_its_own_header() -> None:
-    with ArmEmulator(strict=True, budgets=ThrottleBudgets(subscription_writes=TokenBucket(10, 1.0))) as arm:
+    with ArmEmulator(
+        strict=True, request_rules=False, budgets=ThrottleBudgets(subscription_writes=TokenBucket(10, 1.0))
+    ) as arm:
         answer = call(arm, "PUT", nsg_path(arm), {"location": "eastus"})
 
         assert answer.headers["x-ms-ratelimit-remaining-subscription-writes"] == "9"
@@ -667,7 +677,7 @@ def test_compute_put_vm_policies_are_reported_and_a_full_one_answers_429_until_i
     budgets = ThrottleBudgets(
         compute={"PutVM": (Window("PutVM3Min", 2, 0.6), Window("PutVM30Min", 10, 60.0))},
     )
-    with ArmEmulator(strict=True, long_running=False, budgets=budgets) as arm:
+    with ArmEmulator(strict=True, request_rules=False, long_running=False, budgets=budgets) as arm:
         subnet_id = arm.seed_subnet(RG, "vnet", "nodes", "10.1.0.0/16")
         headers = [
             call(arm, "PUT", vm_path(arm, f"vm{index}"), vm_body(subnet_id, name=f"vm{index}")).headers
@@ -694,7 +704,7 @@ def test_compute_put_vm_policies_are_reported_and_a_full_one_answers_429_until_i
 
 
 def test_compute_reads_are_split_into_low_and_high_cost_policies() -> None:
-    with ArmEmulator(strict=True) as arm:
+    with ArmEmulator(strict=True, request_rules=False) as arm:
         listed = call(arm, "GET", f"/subscriptions/{arm.subscription_id}/providers/Microsoft.Compute/virtualMachines")
         single = call(arm, "GET", vm_path(arm))
 
@@ -703,7 +713,9 @@ def test_compute_reads_are_split_into_low_and_high_cost_policies() -> None:
 
 
 def test_network_write_budget_answers_429() -> None:
-    with ArmEmulator(strict=True, budgets=ThrottleBudgets(network_writes=Window("w", 1, 30.0))) as arm:
+    with ArmEmulator(
+        strict=True, request_rules=False, budgets=ThrottleBudgets(network_writes=Window("w", 1, 30.0))
+    ) as arm:
         call(arm, "PUT", nsg_path(arm, "a"), {"location": "eastus"})
 
         throttled = call(arm, "PUT", nsg_path(arm, "b"), {"location": "eastus"})
@@ -713,7 +725,7 @@ def test_network_write_budget_answers_429() -> None:
 
 
 def test_throttling_off_reports_no_budget() -> None:
-    with ArmEmulator(strict=True, throttling=False) as arm:
+    with ArmEmulator(strict=True, request_rules=False, throttling=False) as arm:
         answer = call(arm, "GET", nsg_path(arm))
 
         assert not [name for name in answer.headers if name.lower().startswith("x-ms-ratelimit")]
@@ -736,7 +748,7 @@ def test_the_request_validator_sees_every_request_and_its_refusal_becomes_an_arm
         if body is not None and "location" not in body:
             raise Refusal(400, "LocationRequired", "The location property is required for this definition.", "location")
 
-    with ArmEmulator(strict=True, request_validator=validator) as arm:
+    with ArmEmulator(strict=True, request_rules=False, request_validator=validator) as arm:
         refused = call(arm, "PUT", nsg_path(arm), {"properties": {}})
         read = call(arm, "GET", nsg_path(arm))
 
@@ -758,7 +770,7 @@ def test_a_validator_that_breaks_answers_500_instead_of_hanging() -> None:
     def broken(method: str, path: str, api_version: str | None, body: dict[str, Any] | None) -> None:
         raise KeyError("oops")
 
-    with ArmEmulator(request_validator=broken) as arm:
+    with ArmEmulator(request_validator=broken, request_rules=False) as arm:
         answer = call(arm, "GET", nsg_path(arm))
 
         assert (answer.status_code, error_of(answer)["code"]) == (500, "RequestValidatorError")
@@ -773,7 +785,7 @@ def test_strict_default_follows_the_environment_override(monkeypatch: pytest.Mon
     assert ArmEmulator().strict is True
     monkeypatch.setenv(STRICT_ENV, "0")
     assert ArmEmulator().strict is False
-    assert ArmEmulator(strict=True).long_running is True
+    assert ArmEmulator(strict=True, request_rules=False).long_running is True
 
 
 def test_seeds_are_provisioned_at_once_and_faults_still_apply_in_strict_mode(arm: ArmEmulator) -> None:

@@ -993,16 +993,6 @@ def test_destroy_removes_nics_and_public_ips_left_behind_by_detached_deletes(arm
         assert arm.resources(type_name) == [], type_name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "provider defect, provisioning/azure/teardown.py ClusterTeardown._delete_vms_and_leftovers: a detached OS disk "
-        "(no tags of ours) is found only through its VM, and its deletion is tried in the call that starts the VM's; "
-        "Azure refuses it while the VM holds it (409 OperationNotAllowed 'Disk ... is attached to VM ...'), the "
-        "retries end before the VM's deletion does, and on the next call the VM is gone and the disk is no longer "
-        "found: destroy reports complete with the disk left behind"
-    ),
-)
 def test_destroy_removes_the_disks_left_behind_by_detached_deletes() -> None:
     """Strict whatever ARM_EMULATOR_STRICT says (the defect is one of timing): deletions take longer than destroy's
     retries within one call, as a VM's deletion in Azure (a minute or more) outlasts production's retries (0.5 + 1 +

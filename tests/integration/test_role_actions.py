@@ -20,7 +20,8 @@ test demands. (The asymmetry is deliberate: an action missing from the role brea
 AuthorizationFailed, an extra one only widens the grant.) They are: subnets declared inline in a VNet PUT
 (`subnets/write`) or removed with the VNet (`subnets/delete`), rules declared inline in an NSG PUT
 (`securityRules/write`), what a VM delete removes through `deleteOption: Delete` (NIC, public IP, OS disk), and the
-public IP expanded into a NIC read. The OS disk a VM PUT creates from an image is Compute's own (no disks/write).
+public IP expanded into a NIC read. The OS disk a VM PUT creates from an image is Compute's own (no disks/write);
+disks/write is the tagging of a disk an old VM keeps after its deletion (teardown.py), so that it is found later.
 
 Scopes: requests under the clusters' resource group are the clusters role's (`infra/roles/autoscaler-actions.json`,
 assigned on that group); requests on the function app's VNet are the app VNet role's
@@ -427,6 +428,7 @@ def test_lifecycle_exercised_every_kind_of_request_the_role_is_about(recorded: R
         f"{SUBNET}/join/action",
         f"{VNET}/read",
         "Microsoft.Compute/disks/delete",
+        "Microsoft.Compute/disks/write",
         f"{VNET}/peer/action",
         f"{PEERING}/write",
         f"{PEERING}/read",
