@@ -207,9 +207,11 @@ class ScaleUp:
                 unplaced = self._place_spread(gang.bundles)
                 if unplaced:
                     self.unserved.update(("spread", bundle.key) for bundle in gang.bundles)
+                    per_key = Counter(bundle.key for bundle in gang.bundles)
+                    distinct = {bundle.key: bundle for bundle in gang.bundles}
                     waiting = [
-                        self._waiting(bundle.with_count(gang.count - placed), "spread", unplaced)
-                        for bundle in gang.bundles
+                        self._waiting(distinct[key].with_count(count * (gang.count - placed)), "spread", unplaced)
+                        for key, count in per_key.items()
                     ]
                     self.waiting.extend(waiting)
                     self.notes.append(

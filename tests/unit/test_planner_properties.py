@@ -140,7 +140,8 @@ def test_after_the_launches_all_feasible_demand_fits(cluster: Cluster) -> None:
     ]
     new_nodes = list(launches_of(result).items())
     infeasible = {item.shape for item in result.infeasible}
-    demand = [(shape_of(shape), count) for shape, count in cluster.pending if shape_of(shape) not in infeasible]
+    wanted = [(shape_of(item[0]), item[1]) for item in cluster.pending]  # no label selectors here
+    demand = [(shape, count) for shape, count in wanted if shape not in infeasible]
     # First-fit depends on the order of the nodes: the launches pass when some order of the new nodes fits all the
     # demand. Orders by type are tried first, then node-by-node shuffles (the planner interleaves types).
     new_capacity = [dict(types[name]) for name, count in new_nodes for _ in range(count)]

@@ -18,7 +18,8 @@ from autoscaler.model import (
     Unavailability,
     shape_of,
 )
-from autoscaler.planner import PlannerConfig, WorkerType, plan
+from autoscaler.planner import PlannerConfig, WorkerType, labels_of, plan
+from autoscaler.planner.labels import Selectors
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CURRENT_HASH = "current-config"
@@ -35,6 +36,7 @@ def worker(
     fallback: str | None = None,
     idle_timeout_s: float = 300.0,
     launch_timeout_s: float = 600.0,
+    labels: Mapping[str, str] | None = None,
 ) -> WorkerType:
     return WorkerType(
         name=name,
@@ -46,6 +48,7 @@ def worker(
         cost=cost,
         cost_basis="test",
         fallback=fallback,
+        labels=labels_of(labels or {}),
     )
 
 
@@ -54,6 +57,7 @@ def config(
     max_workers: int = 100,
     upscaling_speed: float = 1000.0,
     head_resources: Mapping[str, float] | None = None,
+    conserve_gpu_nodes: bool = True,
 ) -> PlannerConfig:
     return PlannerConfig(
         worker_types=workers,
@@ -62,6 +66,7 @@ def config(
         max_workers=max_workers,
         upscaling_speed=upscaling_speed,
         config_hash=CURRENT_HASH,
+        conserve_gpu_nodes=conserve_gpu_nodes,
     )
 
 
@@ -80,6 +85,7 @@ class Node:
     config_hash: str = CURRENT_HASH
     ray_status: RayNodeStatus | None = None  # override; None: from idle_s
     in_ray: bool = True  # False: Ray has no node for this instance
+    labels: Mapping[str, str] = field(default_factory=dict)  # as Ray reports them
 
 
 def busy(instance_id: str, node_type: str, total: Mapping[str, float], available: Mapping[str, float]) -> Node:
@@ -106,13 +112,23 @@ def launching(
     )
 
 
+Wanted = tuple[Mapping[str, float], int] | tuple[Mapping[str, float], int, Selectors]
+"""(shape, count) or (shape, count, label selectors)."""
+
+
+def shape_demand(wanted: Wanted) -> ShapeDemand:
+    selectors: Selectors = wanted[2] if len(wanted) == 3 else ()
+    return ShapeDemand(shape_of(wanted[0]), wanted[1], selectors)
+
+
 @dataclass(frozen=True)
 class Cluster:
     config: PlannerConfig
     nodes: Sequence[Node] = ()
-    pending: Sequence[tuple[Mapping[str, float], int]] = ()
+    pending: Sequence[Wanted] = ()
     gangs: Sequence[GangDemand] = ()
-    constraints: Sequence[tuple[Mapping[str, float], int]] = ()
+    constraints: Sequence[Wanted] = ()
+    other_ray_nodes: Sequence[RayNode] = ()  # Ray nodes without an instance record (started by hand)
     head_total: Mapping[str, float] = field(default_factory=lambda: {"CPU": 0.0})
     head_available: Mapping[str, float] = field(default_factory=lambda: {"CPU": 0.0})
     ray_reachable: bool = True
@@ -179,13 +195,14 @@ class Cluster:
                     node.idle_s or 0.0,
                     node.total,
                     available,
+                    labels=node.labels,
                 )
             )
         return RayState(
-            nodes=tuple(ray_nodes),
-            pending=tuple(ShapeDemand(shape_of(shape), count) for shape, count in self.pending),
+            nodes=(*ray_nodes, *self.other_ray_nodes),
+            pending=tuple(shape_demand(wanted) for wanted in self.pending),
             gangs=tuple(self.gangs),
-            constraints=tuple(ShapeDemand(shape_of(shape), count) for shape, count in self.constraints),
+            constraints=tuple(shape_demand(wanted) for wanted in self.constraints),
         )
 
     def plan(self) -> ScalingPlan:
