@@ -13,11 +13,18 @@ The JSON built by `cluster_state_payload` is the wire contract of `GET /v1/state
      "nodes": [{"ray_node_id": hex, "instance_id": str, "node_type": str,
                 "status": "running" | "idle" | "draining" | "dead", "idle_duration_s": float,
                 "total_resources": {name: amount}, "available_resources": {name: amount},
-                "is_head": bool, "node_ip_address": str}],
-     "pending": [{"shape": {name: amount}, "count": int}],
+                "is_head": bool, "node_ip_address": str, "labels": {key: value}}],
+     "pending": [{"shape": {name: amount}, "count": int, "label_selectors"?: SELECTORS}],
      "gangs": [{"strategy": "PACK" | "SPREAD" | "STRICT_PACK" | "STRICT_SPREAD",
-                "bundles": [{name: amount}], "count": int}],
-     "constraints": [{"shape": {name: amount}, "count": int}]}
+                "bundles": [{name: amount}], "count": int, "bundle_label_selectors"?: [SELECTORS]}],
+     "constraints": [{"shape": {name: amount}, "count": int, "label_selectors"?: SELECTORS}]}
+
+    SELECTORS = [[{"key": str, "operator": "in" | "!in", "values": [str]}]]
+
+SELECTORS are Ray 2.60's label selectors of a request (`ResourceRequest.label_selectors`), in Ray's order: the first
+is preferred, the others are fallbacks, and a node must satisfy every constraint of one of them. The keys with a "?"
+appear only when some request has selectors (an older control plane ignores them); `bundle_label_selectors` has one
+entry per bundle, in the order of `bundles` ([] for a bundle without).
 
 to which agent.py adds `"boot_phases": {instance_id: {"phase": str, "at": ISO 8601 UTC, "detail": str}}`
 (agent_boot.py).
@@ -36,6 +43,15 @@ from typing import Any
 from autoscaler.shapes import GangStrategy, Shape, shape_of
 
 logger = logging.getLogger(__name__)
+
+# One label constraint as (key, operator, values); a selector is a sorted tuple of them, and a request's selectors a
+# tuple of selectors in Ray's order. Hashable, so that requests fold by (shape, selectors).
+Constraint = tuple[str, str, tuple[str, ...]]
+Selector = tuple[Constraint, ...]
+Selectors = tuple[Selector, ...]
+# Ray's LabelSelectorOperator (common.proto): LABEL_OPERATOR_IN = 1, LABEL_OPERATOR_NOT_IN = 2. Ray fails a constraint
+# of any other operator; it is passed on as "op<n>", which the planner also never matches.
+LABEL_OPERATORS = {1: "in", 2: "!in"}
 
 # Ray marks the head with this implicit resource; it is the one signal that does not depend on how Ray was started.
 HEAD_NODE_RESOURCE = "node:__internal_head__"
@@ -216,22 +232,51 @@ class RayGcs:
 
 
 def cluster_state_payload(cluster_state: Any, cluster_name: str, node_status_name: Any) -> dict[str, object]:
-    """Translate Ray's ClusterResourceState into the agent's JSON, folding identical shapes into counts."""
+    """Translate Ray's ClusterResourceState into the agent's JSON, folding identical requests into counts."""
     return {
         "cluster_name": cluster_name,
         "cluster_resource_state_version": int(cluster_state.cluster_resource_state_version),
         "nodes": [_node_payload(node, node_status_name) for node in cluster_state.node_states],
-        "pending": _shape_counts(
-            (shape_of(request_by_count.request.resources_bundle), int(request_by_count.count))
-            for request_by_count in cluster_state.pending_resource_requests
-        ),
+        "pending": _shape_counts(_requests(cluster_state.pending_resource_requests)),
         "gangs": _gang_payloads(cluster_state.pending_gang_resource_requests),
         "constraints": _shape_counts(
-            (shape_of(request_by_count.request.resources_bundle), int(request_by_count.count))
+            request
             for constraint in cluster_state.cluster_resource_constraints
-            for request_by_count in constraint.resource_requests
+            for request in _requests(constraint.resource_requests)
         ),
     }
+
+
+def _requests(requests_by_count: Iterable[Any]) -> Iterable[tuple[Shape, Selectors, int]]:
+    for request_by_count in requests_by_count:
+        request = request_by_count.request
+        yield shape_of(request.resources_bundle), request_selectors(request), int(request_by_count.count)
+
+
+def request_selectors(request: Any) -> Selectors:
+    """A ResourceRequest's label selectors, in Ray's order; () when it has none."""
+    selectors = []
+    for selector in getattr(request, "label_selectors", ()):  # a Ray without label selectors has no such field
+        constraints = tuple(
+            sorted(
+                (
+                    str(constraint.label_key),
+                    LABEL_OPERATORS.get(int(constraint.operator), f"op{int(constraint.operator)}"),
+                    tuple(str(value) for value in constraint.label_values),
+                )
+                for constraint in selector.label_constraints
+            )
+        )
+        if constraints:
+            selectors.append(constraints)
+    return tuple(selectors)
+
+
+def selectors_payload(selectors: Selectors) -> list[list[dict[str, object]]]:
+    return [
+        [{"key": key, "operator": operator, "values": list(values)} for key, operator, values in selector]
+        for selector in selectors
+    ]
 
 
 def _node_payload(node: Any, node_status_name: Any) -> dict[str, object]:
@@ -246,32 +291,52 @@ def _node_payload(node: Any, node_status_name: Any) -> dict[str, object]:
         "available_resources": {name: float(amount) for name, amount in node.available_resources.items()},
         "is_head": HEAD_NODE_RESOURCE in total_resources,
         "node_ip_address": str(node.node_ip_address),
+        "labels": {str(key): str(value) for key, value in getattr(node, "labels", {}).items()},
     }
 
 
-def _shape_counts(shapes_with_counts: Iterable[tuple[Shape, int]]) -> list[dict[str, object]]:
-    """Fold identical shapes (they differ in Ray only by label selectors, which the planner cannot act on)."""
-    counts: Counter[Shape] = Counter()
-    for shape, count in shapes_with_counts:
+def _shape_counts(requests: Iterable[tuple[Shape, Selectors, int]]) -> list[dict[str, object]]:
+    """Fold identical requests: same shape and same label selectors."""
+    counts: Counter[tuple[Shape, Selectors]] = Counter()
+    for shape, selectors, count in requests:
         if shape and count > 0:  # an empty shape needs no node
-            counts[shape] += count
-    return [{"shape": dict(shape), "count": count} for shape, count in sorted(counts.items())]
+            counts[(shape, selectors)] += count
+    payloads: list[dict[str, object]] = []
+    for (shape, selectors), count in sorted(counts.items()):
+        payload: dict[str, object] = {"shape": dict(shape), "count": count}
+        if selectors:
+            payload["label_selectors"] = selectors_payload(selectors)
+        payloads.append(payload)
+    return payloads
 
 
 def _gang_payloads(gang_requests: Iterable[Any]) -> list[dict[str, object]]:
-    counts: Counter[tuple[GangStrategy, tuple[Shape, ...]]] = Counter()
+    counts: Counter[tuple[GangStrategy, tuple[tuple[Shape, Selectors], ...]]] = Counter()
     for gang_request in gang_requests:
         # Ray 2.60 fills `bundle_selectors` and keeps `requests` for older readers; its own scheduler prefers the first.
         requests = gang_request.bundle_selectors[0].resource_requests if gang_request.bundle_selectors else []
         requests = requests or gang_request.requests
         # A gang's bundles are placed together whatever their order, so sorting them lets identical gangs fold.
-        bundles = tuple(sorted(shape for shape in (shape_of(r.resources_bundle) for r in requests) if shape))
+        bundles = tuple(
+            sorted(
+                (shape, request_selectors(request))
+                for shape, request in ((shape_of(request.resources_bundle), request) for request in requests)
+                if shape
+            )
+        )
         if bundles:
             counts[(gang_strategy(str(gang_request.details), requests), bundles)] += 1
-    return [
-        {"strategy": strategy.value, "bundles": [dict(bundle) for bundle in bundles], "count": count}
-        for (strategy, bundles), count in sorted(counts.items())
-    ]
+    payloads: list[dict[str, object]] = []
+    for (strategy, bundles), count in sorted(counts.items()):
+        payload: dict[str, object] = {
+            "strategy": strategy.value,
+            "bundles": [dict(shape) for shape, _ in bundles],
+            "count": count,
+        }
+        if any(selectors for _, selectors in bundles):
+            payload["bundle_label_selectors"] = [selectors_payload(selectors) for _, selectors in bundles]
+        payloads.append(payload)
+    return payloads
 
 
 def gang_strategy(details: str, requests: Iterable[Any]) -> GangStrategy:
