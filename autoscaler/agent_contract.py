@@ -21,6 +21,7 @@ from autoscaler.model import (
     BootPhaseReport,
     GangDemand,
     GangStrategy,
+    LabelSelector,
     RayNode,
     RayNodeStatus,
     RayState,
@@ -62,13 +63,27 @@ class _NodePayload(_WireModel):
     total_resources: dict[str, float] = Field(default_factory=dict)
     available_resources: dict[str, float] = Field(default_factory=dict)
     is_head: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)  # Ray 2.60 node labels; absent from an older agent
 
     _resources_are_amounts = field_validator("total_resources", "available_resources")(_check_resources)
+
+
+class _LabelConstraintPayload(_WireModel):
+    """One constraint of a Ray label selector: operator "in" or "!in" (any other never matches, as in Ray)."""
+
+    key: str = Field(min_length=1)
+    operator: str
+    values: list[str] = Field(default_factory=list)
+
+
+# A request's label selectors in Ray's order (the first preferred); a node must satisfy every constraint of one.
+_SelectorsPayload = list[list[_LabelConstraintPayload]]
 
 
 class _ShapeCountPayload(_WireModel):
     shape: dict[str, float]
     count: int = Field(ge=1)
+    label_selectors: _SelectorsPayload = Field(default_factory=list)
 
     _shape_is_amounts = field_validator("shape")(_check_resources)
 
@@ -77,6 +92,7 @@ class _GangPayload(_WireModel):
     strategy: GangStrategy
     bundles: list[dict[str, float]] = Field(min_length=1)
     count: int = Field(default=1, ge=1)
+    bundle_label_selectors: list[_SelectorsPayload] = Field(default_factory=list)  # per bundle, in bundle order
 
     @field_validator("bundles")
     @classmethod
@@ -108,33 +124,60 @@ def parse_state(payload: object) -> RayState:
                 total_resources=node.total_resources,
                 available_resources=node.available_resources,
                 is_head=node.is_head,
+                labels=node.labels,
             )
             for node in state.nodes
         ),
-        pending=_fold_shapes((item.shape, item.count) for item in state.pending),
+        pending=_fold_shapes((item.shape, item.count, _selectors(item.label_selectors)) for item in state.pending),
         gangs=_fold_gangs(state.gangs),
-        constraints=_fold_shapes((item.shape, item.count) for item in state.constraints),
+        constraints=_fold_shapes(
+            (item.shape, item.count, _selectors(item.label_selectors)) for item in state.constraints
+        ),
         boot_phases=parse_boot_phases(payload),
     )
 
 
-def _fold_shapes(shapes_with_counts: Iterable[tuple[Mapping[str, float], int]]) -> tuple[ShapeDemand, ...]:
-    counts: Counter[Shape] = Counter()
-    for resources, count in shapes_with_counts:
+Selectors = tuple[LabelSelector, ...]
+
+
+def _selectors(selectors: _SelectorsPayload) -> Selectors:
+    """As autoscaler.model.ShapeDemand.selectors: each selector's constraints sorted, Ray's order of selectors kept."""
+    return tuple(
+        tuple(sorted((c.key, c.operator, tuple(c.values)) for c in selector)) for selector in selectors if selector
+    )
+
+
+def _fold_shapes(
+    shapes_with_counts: Iterable[tuple[Mapping[str, float], int, Selectors]],
+) -> tuple[ShapeDemand, ...]:
+    counts: Counter[tuple[Shape, Selectors]] = Counter()
+    for resources, count, selectors in shapes_with_counts:
         shape = shape_of(resources)
         if shape:  # a shape of nothing needs no node
-            counts[shape] += count
-    return tuple(ShapeDemand(shape=shape, count=count) for shape, count in sorted(counts.items()))
+            counts[(shape, selectors)] += count
+    return tuple(
+        ShapeDemand(shape=shape, count=count, selectors=selectors)
+        for (shape, selectors), count in sorted(counts.items())
+    )
 
 
 def _fold_gangs(gangs: Iterable[_GangPayload]) -> tuple[GangDemand, ...]:
-    counts: Counter[tuple[GangStrategy, tuple[Shape, ...]]] = Counter()
+    counts: Counter[tuple[GangStrategy, tuple[tuple[Shape, Selectors], ...]]] = Counter()
     for gang in gangs:
-        bundles = tuple(sorted(shape for shape in map(shape_of, gang.bundles) if shape))
+        given = [_selectors(selectors) for selectors in gang.bundle_label_selectors]
+        with_selectors = (
+            (shape_of(bundle), given[index] if index < len(given) else ()) for index, bundle in enumerate(gang.bundles)
+        )
+        bundles = tuple(sorted(pair for pair in with_selectors if pair[0]))
         if bundles:
             counts[(gang.strategy, bundles)] += gang.count
     return tuple(
-        GangDemand(strategy=strategy, bundles=bundles, count=count)
+        GangDemand(
+            strategy=strategy,
+            bundles=tuple(shape for shape, _ in bundles),
+            count=count,
+            bundle_selectors=tuple(selectors for _, selectors in bundles) if any(s for _, s in bundles) else (),
+        )
         for (strategy, bundles), count in sorted(counts.items())
     )
 

@@ -101,3 +101,29 @@ def test_demand_without_selectors_looks_as_before() -> None:
     reported = payload(state)
     assert reported["pending"] == [{"shape": {"CPU": 1.0}, "count": 2}]
     assert reported["gangs"] == [{"strategy": "STRICT_SPREAD", "bundles": [{"CPU": 1.0}], "count": 1}]
+
+
+def test_the_control_plane_reads_them_back_and_the_planner_places_by_them() -> None:
+    from autoscaler.agent_contract import parse_state
+    from autoscaler.model import InstanceRecord, InstanceStatus
+    from autoscaler.planner import plan
+    from tests.unit.test_planner_support import NOW, config, worker
+
+    state = autoscaler_pb2.ClusterResourceState()
+    head = state.node_states.add(node_id=b"\x02" * 28, instance_id="head", ray_node_type_name="head")
+    head.total_resources["node:__internal_head__"] = 1.0
+    head.labels["ray.io/node-id"] = "02" * 28
+    state.pending_resource_requests.add(request=request({"CPU": 4}, [("zone", IN, ["b"])]), count=3)
+    gang = state.pending_gang_resource_requests.add(details="pg1:STRICT_SPREAD|PENDING")
+    for _ in range(2):
+        gang.requests.append(request({"CPU": 1}, [("zone", NOT_IN, ["b"])]))
+    ray = parse_state(payload(state))
+    assert ray.nodes[0].labels == {"ray.io/node-id": "02" * 28}
+    assert [(d.count, d.selectors) for d in ray.pending] == [(3, ((("zone", "in", ("b",)),),))]
+    assert ray.gangs[0].bundle_selectors == (((("zone", "!in", ("b",)),),),) * 2
+
+    zones = config(worker("a", {"CPU": 8}, labels={"zone": "a"}), worker("b", {"CPU": 8}, labels={"zone": "b"}))
+    since = NOW
+    records = [InstanceRecord("c", "head", "head", InstanceStatus.RAY_RUNNING, "r", since, since, is_head=True)]
+    result = plan(config=zones, instances=records, ray=ray, unavailable=(), now=NOW)
+    assert {launch.node_type: launch.count for launch in result.launches} == {"a": 2, "b": 2}
