@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from autoscaler.settings import DEFAULT_RECONCILE_SCHEDULE, POISON_QUEUE, RECONCILE_QUEUE
 
 if TYPE_CHECKING:
-    from autoscaler.service import Service
+    from autoscaler.service import Service, ServiceError
 
 # The real host resolves %RECONCILE_SCHEDULE% from the app settings (set by infra/ and local.settings.json); this
 # default only helps hosts that read the worker's environment, like the local host under local/.
@@ -43,25 +43,63 @@ def _json(model: BaseModel, status: int = 200, headers: dict[str, str] | None = 
     )
 
 
-def _problem(status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None) -> func.HttpResponse:
+_INTERNAL_ERROR = (500, "Internal error")
+
+
+@cache
+def _problem_kinds() -> tuple[tuple[type[ServiceError], int, str], ...]:
+    """How each domain error of the service is answered: its status and problem title, the most specific kind first.
+    This module alone speaks HTTP; the service raises what went wrong in its own terms (autoscaler/service.py).
+    Imported on first use, like the service, so that importing this module stays cheap."""
+    from autoscaler import service
+
+    return (
+        (service.InvalidRequest, 400, "Invalid request"),
+        (service.Unauthorized, 401, "Missing credentials"),
+        (service.Forbidden, 403, "Wrong credentials"),
+        (service.ClusterNotFound, 404, "Cluster not found"),
+        (service.NotFound, 404, "Not found"),
+        (service.Conflict, 409, "Conflict"),
+        (service.PayloadTooLarge, 413, "Payload too large"),
+        (service.StorageUnavailable, 503, "Storage unavailable"),
+    )
+
+
+def _problem(
+    status: int,
+    title: str,
+    detail: str,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> func.HttpResponse:
+    """The one place a problem+json answer (RFC 9457) is built."""
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "errors": errors or []}
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype=PROBLEM_JSON)
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype=PROBLEM_JSON, headers=headers or {})
+
+
+def _service_problem(error: ServiceError) -> func.HttpResponse:
+    from autoscaler.service import StorageUnavailable
+
+    status, title = next(
+        ((status, title) for kind, status, title in _problem_kinds() if isinstance(error, kind)), _INTERNAL_ERROR
+    )
+    headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, StorageUnavailable) else {}
+    errors = [{"field": e.path, "message": e.message} for e in error.errors]
+    return _problem(status, title, error.detail, errors, headers)
 
 
 def _handle(call: Any) -> func.HttpResponse:
     """Run one handler body, turning domain errors into problem responses (never a stack trace to the caller)."""
-    from autoscaler.service import ServiceError, StorageUnavailable, problem_body
+    from autoscaler.service import ServiceError
 
     try:
         response: func.HttpResponse = call()
     except ServiceError as error:
-        headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, StorageUnavailable) else {}
-        body = json.dumps(problem_body(error))
-        return func.HttpResponse(body, status_code=error.status, mimetype=PROBLEM_JSON, headers=headers)
+        return _service_problem(error)
     except Exception:
         # A bug: the caller gets problem JSON without the detail, the log gets the traceback.
         log.exception("unhandled error in an HTTP function")
-        return _problem(500, "Internal error", "an unexpected error occurred; it is logged")
+        return _problem(*_INTERNAL_ERROR, "an unexpected error occurred; it is logged")
     return response
 
 
@@ -152,7 +190,7 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name(name="reconcile_timer")
 @app.timer_trigger(schedule="%RECONCILE_SCHEDULE%", arg_name="timer", run_on_startup=False)
 def reconcile_timer(timer: func.TimerRequest) -> None:
-    from autoscaler.state import StorageUnavailableError
+    from autoscaler.ports import StorageUnavailableError
 
     try:
         count = _service().enqueue_active()

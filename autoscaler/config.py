@@ -21,25 +21,30 @@ import base64
 import binascii
 import copy
 import hashlib
-import ipaddress
 import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    SerializeAsAny,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    create_model,
     field_validator,
     model_validator,
 )
+
+if TYPE_CHECKING:
+    from autoscaler.ports import ProviderPlugin
 
 # --------------------------------------------------------------------------------------------
 # Limits
@@ -124,6 +129,11 @@ def _join(prefix: str, parts: Iterable[PathPart]) -> str:
     return f"{prefix}.{suffix}"
 
 
+def join_path(prefix: str, parts: Iterable[PathPart]) -> str:
+    """A path below an already formatted prefix (plugins report their fields' errors with it)."""
+    return _join(prefix, parts)
+
+
 class FieldErrors:
     """Collects field errors once each, in the order they are found (plugins' config rules add theirs here)."""
 
@@ -168,6 +178,11 @@ def _reading_stored(info: ValidationInfo) -> bool:
     return isinstance(info.context, Mapping) and info.context.get(STORED_CONFIG_CONTEXT) is True
 
 
+def reading_stored(info: ValidationInfo) -> bool:
+    """`_reading_stored`, for plugins' validators: a stored config passed its own release's value rules."""
+    return _reading_stored(info)
+
+
 CLUSTER_NAME_RULE = (
     "must be 1-40 characters of lowercase letters, digits and hyphens, start with a letter and not end with "
     "a hyphen (it becomes part of Azure resource names and tag values)"
@@ -196,16 +211,6 @@ OsDiskType = Literal[
 ]
 
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-_SUBSCRIPTION_ID = re.compile(_GUID + r"")
-_RESOURCE_GROUP = re.compile(r"[-\w.()]{0,89}[-\w()]")
-_LOCATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ]{0,63}")
-_SUBNET_ID = re.compile(
-    rf"/subscriptions/{_GUID}/resourceGroups/[-\w.()]{{1,90}}/providers/Microsoft\.Network"
-    r"/virtualNetworks/[A-Za-z0-9][-\w.]{0,63}/subnets/[A-Za-z0-9][-\w.]{0,79}",
-    re.IGNORECASE,
-)
-_ZONE = re.compile(r"[0-9]{1,2}")
-_ZONES_DISABLED = frozenset({"", "auto", "none", "null"})
 _VM_SIZE = re.compile(r"[A-Za-z0-9_]{1,64}")
 # A managed image, a Compute Gallery image definition (latest version) or one of its versions.
 _IMAGE_ID = re.compile(
@@ -261,20 +266,6 @@ def _looks_like_file_path(text: str) -> bool:
     if text.startswith(("/", "~", "./", "../", ".\\", "..\\")) or re.match(r"[A-Za-z]:[\\/]", text):
         return True
     return " " not in text and (text.endswith((".pub", ".pem", ".key")) or "/" in text or "\\" in text)
-
-
-def _check_cidr(value: str, info: ValidationInfo) -> str:
-    if _reading_stored(info):
-        return value
-    try:
-        ipaddress.ip_network(value, strict=True)
-    except ValueError:
-        try:
-            network = ipaddress.ip_network(value, strict=False)
-        except ValueError:
-            raise ValueError(f"{value!r} is not an IPv4 or IPv6 address or CIDR range") from None
-        raise ValueError(f"{value!r} has host bits set; did you mean {network}?") from None
-    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,76 +366,26 @@ class NodeTypeConfig(_Frozen):
 
 
 class ProviderConfig(_Frozen):
-    type: Literal["azure", "local"]
-    location: str | None = None
-    resource_group: str | None = None
-    subscription_id: str | None = None
-    availability_zone: str | None = None  # "1,2,3"; "auto", "none" or absent: let Azure pick
-    use_internal_ips: bool = False
-    subnet_id: str | None = None  # reuse this subnet instead of creating a virtual network
-    ssh_allowed_cidrs: list[Annotated[str, AfterValidator(_check_cidr)]] = Field(default_factory=list)
-    # ^ no SSH from anywhere unless listed
-    launch_delay_s: float = Field(default=0.0, ge=0)  # local provider: simulated VM start time
+    """The `provider` section as the core sees it. Its `type` names the cloud's plugin (autoscaler/plugins.py), whose
+    subclass of this model holds the rest of the section (provisioning/registry.py lists them): a config's `provider`
+    is always an instance of the subclass its `type` selects, a union keyed on `type` that plugins extend."""
 
-    @field_validator("location")
-    @classmethod
-    def _location_name(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if _reading_stored(info):
-            return value
-        if value is not None and not _LOCATION.fullmatch(value):
-            raise ValueError("must be an Azure region name such as 'westus2'")
-        return value
+    type: str
 
-    @field_validator("resource_group")
-    @classmethod
-    def _resource_group_name(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if _reading_stored(info):
-            return value
-        if value is not None and not _RESOURCE_GROUP.fullmatch(value):
-            raise ValueError(
-                "must be 1-90 letters, digits, '_', '-', '.' or parentheses, not ending with '.' (Azure's rule)"
-            )
-        return value
-
-    @field_validator("subscription_id")
-    @classmethod
-    def _subscription_guid(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if _reading_stored(info):
-            return value
-        if value is not None and not _SUBSCRIPTION_ID.fullmatch(value):
-            raise ValueError("must be a subscription id (a GUID such as 00000000-0000-0000-0000-000000000000)")
-        return value
-
-    @field_validator("availability_zone", mode="before")
-    @classmethod
-    def _zone_number_as_text(cls, value: object) -> object:
-        # `availability_zone: 1` is a YAML int; Ray's launcher reads it as the zone "1".
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-    @field_validator("availability_zone")
-    @classmethod
-    def _zones_are_numbers(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None or value.strip().lower() in _ZONES_DISABLED or _reading_stored(info):
-            return value
-        if not all(_ZONE.fullmatch(zone.strip()) for zone in value.split(",")):
-            raise ValueError('must be zone numbers separated by commas ("1,2,3"), "auto" or "none"')
-        return value
-
-    @field_validator("subnet_id")
-    @classmethod
-    def _subnet_is_resource_id(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None and not _SUBNET_ID.fullmatch(value) and not _reading_stored(info):
-            raise ValueError(
-                "must be a subnet resource id: /subscriptions/<guid>/resourceGroups/<group>/providers/"
-                "Microsoft.Network/virtualNetworks/<vnet>/subnets/<subnet>"
-            )
-        return value
+    if TYPE_CHECKING:
+        # The rest of the section is the plugin's subclass's, which only the plugin knows. To a type checker a field
+        # it does not see here reads as text (what most provider keys are); code that relies on a field's own type
+        # narrows first, as the plugins do (`isinstance(config.provider, AzureProviderConfig)`).
+        def __getattr__(self, name: str) -> str: ...
 
     def zones(self) -> list[str]:
-        """The zones to spread VMs over; [] lets Azure pick."""
-        if self.availability_zone is None or self.availability_zone.strip().lower() in _ZONES_DISABLED:
-            return []
-        return [zone.strip() for zone in self.availability_zone.split(",")]
+        """The availability zones to spread nodes over; [] lets the cloud pick."""
+        return []
+
+    def node_shape(self) -> dict[str, Any]:
+        """What of this section shapes a node, hashed into its `node_hash` (docs/decisions/config-hash.md). Fields at
+        their default are left out, so a field a plugin adds later with a default changes no node's hash."""
+        return {"type": self.type, **self.model_dump(mode="json", exclude_defaults=True)}
 
 
 class AuthConfig(_Frozen):
@@ -485,7 +426,7 @@ class ClusterConfig(_Frozen):
     max_workers: int = Field(ge=0, le=MAX_WORKERS_LIMIT)
     upscaling_speed: float = Field(ge=0)
     idle_timeout_minutes: float = Field(ge=0)
-    provider: ProviderConfig
+    provider: SerializeAsAny[ProviderConfig]  # dumped as the plugin's model, with all its fields
     auth: AuthConfig
     available_node_types: dict[str, NodeTypeConfig] = Field(min_length=1)
     head_node_type: str
@@ -502,6 +443,22 @@ class ClusterConfig(_Frozen):
         if not is_valid_cluster_name(value) and not _reading_stored(info):
             raise ValueError(CLUSTER_NAME_RULE)
         return value
+
+    @field_validator("provider", mode="wrap")
+    @classmethod
+    def _provider_of_its_type(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        """`provider.type` selects the model: the registered plugin's. An unknown type fails at `provider.type`
+        naming the registered ones. (A subclass that pins `provider` to one model, as tests of later releases do,
+        gets that model.)"""
+        if cls.model_fields["provider"].annotation is not ProviderConfig or isinstance(value, ProviderConfig):
+            return handler(value)
+        from autoscaler.plugins import providers
+
+        registry = providers()
+        plugin = registry.get(value.get("type")) if isinstance(value, Mapping) else None
+        if plugin is None:
+            return _provider_type_model(registry.types()).model_validate(value)  # raises, naming provider.type
+        return plugin.config_model.model_validate(value, context=info.context)
 
     def worker_node_types(self) -> dict[str, NodeTypeConfig]:
         """Every type that may be launched as a worker (the head type only if its max_workers > 0)."""
@@ -574,7 +531,6 @@ class ClusterConfig(_Frozen):
         with a new HASH_VERSION): otherwise every stored node would count as outdated after the deploy."""
         own = self.available_node_types[node_type]
         commands = self.commands_for(node_type, is_head=is_head)
-        provider = self.provider
         return {
             "node_type": node_type,
             "role": "head" if is_head else "worker",
@@ -587,16 +543,7 @@ class ClusterConfig(_Frozen):
                 "start_ray": commands.start_ray,
             },
             "auth": {"ssh_user": self.auth.ssh_user, "ssh_public_key": self.auth.ssh_public_key},
-            "provider": {
-                "type": provider.type,
-                "location": provider.location,
-                "resource_group": provider.resource_group,
-                "subscription_id": provider.subscription_id,
-                "zones": provider.zones(),
-                "subnet_id": provider.subnet_id,
-                "use_internal_ips": provider.use_internal_ips,
-                "ssh_allowed_cidrs": sorted(provider.ssh_allowed_cidrs),
-            },
+            "provider": self.provider.node_shape(),
         }
 
     def worker_node_hashes(self) -> dict[str, str]:
@@ -683,110 +630,8 @@ class ParsedConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# Ray's defaults (copied from Ray 2.60, because the Functions app does not install Ray;
-# tests/unit/test_config.py checks the copy against the installed ray/autoscaler/azure/defaults.yaml)
+# Defaults: each provider plugin brings Ray's defaults.yaml of its cloud (`ProviderPlugin.defaults`)
 # --------------------------------------------------------------------------------------------
-
-_RAY_AZURE_IMAGE = {
-    "imagePublisher": "microsoft-dsvm",
-    "imageOffer": "ubuntu-2204",
-    "imageSku": "2204-gen2",
-    "imageVersion": "latest",
-}
-
-AZURE_DEFAULTS: dict[str, Any] = {
-    "cluster_name": "default",
-    "max_workers": 2,
-    "upscaling_speed": 1.0,
-    "docker": {},
-    "idle_timeout_minutes": 5,
-    "provider": {
-        "type": "azure",
-        "location": "westus2",
-        "resource_group": "ray-cluster",
-        "availability_zone": "auto",
-    },
-    "auth": {"ssh_user": "ubuntu"},
-    "available_node_types": {
-        "ray.head.default": {
-            "resources": {"CPU": 2},
-            "node_config": {
-                "azure_arm_parameters": {
-                    "vmSize": "Standard_D2s_v3",
-                    **_RAY_AZURE_IMAGE,
-                    "availability_zone": "none",
-                }
-            },
-        },
-        "ray.worker.default": {
-            "min_workers": 0,
-            "resources": {"CPU": 2},
-            "node_config": {
-                "azure_arm_parameters": {"vmSize": "Standard_D2s_v3", **_RAY_AZURE_IMAGE, "priority": "Spot"}
-            },
-        },
-    },
-    "head_node_type": "ray.head.default",
-    "file_mounts": {},
-    "cluster_synced_files": [],
-    "file_mounts_sync_continuously": False,
-    "rsync_exclude": [],
-    "rsync_filter": [],
-    "initialization_commands": ["touch ~/.sudo_as_admin_successful"],
-    "setup_commands": [
-        "(which conda && echo 'eval \"$(conda shell.bash hook)\"' >> ~/.bashrc) || true",
-        "conda tos accept",
-        "conda create -n ray-env python=3.10 -y",
-        "conda activate ray-env && echo 'conda activate ray-env' >> ~/.bashrc",
-        'which ray || pip install -U "ray[default] @ https://s3-us-west-2.amazonaws.com/ray-wheels/latest/'
-        'ray-3.0.0.dev0-cp310-cp310-manylinux2014_x86_64.whl"',
-    ],
-    "head_setup_commands": [
-        "pip install -U azure-core==1.35.0 azure-identity==1.23.1 azure-mgmt-compute==35.0.0 "
-        "azure-mgmt-network==29.0.0 azure-mgmt-resource==24.0.0 azure-common==1.1.28 msrest==0.7.1 "
-        "msrestazure==0.6.4.post1"
-    ],
-    "worker_setup_commands": [],
-    "head_start_ray_commands": [
-        "ray stop",
-        "ulimit -n 65536; ray start --head --port=6379 --object-manager-port=8076 "
-        "--autoscaling-config=~/ray_bootstrap_config.yaml --dashboard-host=0.0.0.0",
-    ],
-    "worker_start_ray_commands": [
-        "ray stop",
-        "ulimit -n 65536; ray start --address=$RAY_HEAD_IP:6379 --object-manager-port=8076",
-    ],
-}
-
-LOCAL_DEFAULTS: dict[str, Any] = {
-    # Ray's ray/autoscaler/local/defaults.yaml, plus what Ray's local provider derives from its
-    # worker_ips (a head type, a worker type, max_workers): our local provider starts processes, not hosts.
-    "cluster_name": "default",
-    "max_workers": 2,
-    "auth": {},
-    "upscaling_speed": 1.0,
-    "idle_timeout_minutes": 5,
-    "docker": {},
-    "available_node_types": {
-        "ray.head.default": {"resources": {"CPU": 2}, "node_config": {}},
-        "ray.worker.default": {"min_workers": 0, "resources": {"CPU": 2}, "node_config": {}},
-    },
-    "head_node_type": "ray.head.default",
-    "initialization_commands": [],
-    "setup_commands": [],
-    "head_setup_commands": [],
-    "worker_setup_commands": [],
-    "head_start_ray_commands": [
-        "ray stop",
-        "ulimit -c unlimited; ray start --head --port=6379 --autoscaling-config=~/ray_bootstrap_config.yaml",
-    ],
-    "worker_start_ray_commands": ["ray stop", "ray start --address=$RAY_HEAD_IP:6379"],
-    "file_mounts": {},
-    "cluster_synced_files": [],
-    "file_mounts_sync_continuously": False,
-    "rsync_exclude": [],
-    "rsync_filter": [],
-}
 
 LEGACY_HEAD_NODE_TYPE = "ray-legacy-head-node-type"  # ray.autoscaler.tags.NODE_TYPE_LEGACY_HEAD
 LEGACY_WORKER_NODE_TYPE = "ray-legacy-worker-node-type"  # ray.autoscaler.tags.NODE_TYPE_LEGACY_WORKER
@@ -820,39 +665,6 @@ _IGNORED_TOP_LEVEL = frozenset(
         "metadata",
         "no_restart",
         "restart_only",
-    }
-)
-_USED_PROVIDER = frozenset(ProviderConfig.model_fields)
-# Keys of Ray's provider schema and of Ray's Azure provider that this control plane does not use
-# (it creates its own network and never gives VMs an identity).
-_IGNORED_PROVIDER = frozenset(
-    {
-        "cache_stopped_nodes",
-        "msi_name",
-        "msi_resource_group",
-        "msi_identity_id",
-        "msi_identity_principal_id",
-        "msi",
-        "nsg",
-        "subnet",
-        "subnet_mask",
-        "unique_id",
-        "use_external_head_ip",
-        "tags",
-        "region",
-        "module",
-        "head_ip",
-        "worker_ips",
-        "namespace",
-        "disable_node_updaters",
-        "project_id",
-        "security_group",
-        "autoscaler_service_account",
-        "autoscaler_role",
-        "autoscaler_role_binding",
-        "gcp_credentials",
-        "cloudwatch",
-        "_config_cache_path",
     }
 )
 _USED_AUTH = frozenset(AuthConfig.model_fields)
@@ -1042,8 +854,13 @@ def _sort_keys(document: Mapping[str, Any], errors: FieldErrors, ignored: list[s
     used_top_level = _USED_TOP_LEVEL | _used_legacy_keys(document)
     ignored_top_level = _IGNORED_TOP_LEVEL | (_LEGACY_TOP_LEVEL - used_top_level)
     user = _used_keys(document, (), used_top_level, ignored_top_level, errors=errors, ignored=ignored)
+    # The provider section's keys are its plugin's (the default plugin's when the type is missing or unknown, which
+    # is then the one error reported about it).
+    plugin = _plugin_or_default(user.get("provider"))
+    used_provider = frozenset(plugin.config_model.model_fields) if plugin is not None else frozenset({"type"})
+    ignored_provider = plugin.ignored_provider_fields if plugin is not None else frozenset()
     for section, used_keys, ignored_keys in (
-        ("provider", _USED_PROVIDER, _IGNORED_PROVIDER),
+        ("provider", used_provider, ignored_provider),
         ("auth", _USED_AUTH, _IGNORED_AUTH),
     ):
         if isinstance(user.get(section), Mapping):
@@ -1114,9 +931,8 @@ def _fill_defaults(user: dict[str, Any], errors: FieldErrors) -> dict[str, Any]:
     """Ray's `prepare_config` minus the SSH parts: `fillout_defaults` (a shallow merge over the provider's
     defaults, legacy node types rewritten) then `fill_node_type_min_max_workers`. The six command lists are kept
     as written; `ClusterConfig.commands_for` combines them as Ray's `merge_setup_commands` does."""
-    provider = user.get("provider")
-    provider_type = provider.get("type") if isinstance(provider, Mapping) else None
-    defaults = LOCAL_DEFAULTS if provider_type == "local" else AZURE_DEFAULTS
+    plugin = _plugin_or_default(user.get("provider"))
+    defaults: Mapping[str, Any] = plugin.defaults if plugin is not None else {}
 
     # Ray reads `provider` before merging defaults, so a config without one fails there too.
     merged = {key: copy.deepcopy(value) for key, value in defaults.items() if key in _USED_TOP_LEVEL - {"provider"}}
@@ -1217,59 +1033,55 @@ def _validate(merged: dict[str, Any], errors: FieldErrors) -> ClusterConfig | No
 
     # Rules spanning fields run on the raw values (type-checked where they look), so they are reported
     # together with the field errors of the same config.
-    _check_provider_rules(merged.get("provider"), errors)
-    provider_type = merged["provider"].get("type") if isinstance(merged.get("provider"), Mapping) else None
+    # The provider's own rules come from its plugin; an unknown type has none (its one error is the type).
+    provider = merged.get("provider")
+    plugin = _plugin_of(provider)
+    if plugin is not None and isinstance(provider, Mapping):
+        plugin.check_provider(provider, errors)
     raw_node_types = merged.get("available_node_types")
     if isinstance(raw_node_types, Mapping):
         for name, raw in raw_node_types.items():
             if isinstance(raw, Mapping):
-                _check_node_type_rules(raw, format_path(("available_node_types", name)), provider_type, errors)
+                _check_node_type_rules(raw, format_path(("available_node_types", name)), plugin, errors)
     _check_cluster_rules(merged, errors)
     return config
 
 
-def _check_provider_rules(provider: object, errors: FieldErrors) -> None:
-    if not isinstance(provider, Mapping) or provider.get("type") != "azure":
-        return
-    for name in ("location", "resource_group"):
-        if provider.get(name) is None:
-            errors.add(f"provider.{name}", "required for provider type azure")
-    if provider.get("launch_delay_s"):
-        errors.add("provider.launch_delay_s", "applies only to provider type local")
+def _plugin_of(provider: object) -> ProviderPlugin | None:
+    """The plugin of a raw `provider` section's type, or None when it names no registered one."""
+    from autoscaler.plugins import providers
+
+    return providers().get(provider.get("type")) if isinstance(provider, Mapping) else None
 
 
-def _check_node_type_rules(raw: Mapping[str, Any], prefix: str, provider_type: object, errors: FieldErrors) -> None:
+def _plugin_or_default(provider: object) -> ProviderPlugin | None:
+    """The plugin whose keys and defaults a raw config is read with: its type's, else the default plugin's."""
+    from autoscaler.plugins import providers
+
+    return _plugin_of(provider) or providers().default()
+
+
+@cache
+def _provider_type_model(types: tuple[str, ...]) -> type[BaseModel]:
+    """A model that accepts only a registered `type` (and any other key): validating with it reports an unknown or
+    missing type at `provider.type` ("Input should be 'azure' or 'local'"), or a section that is no mapping."""
+    if not types:
+        raise ValueError("no provider plugin is registered (provisioning/registry.py)")
+    allowed: Any = Literal[types]
+    return create_model("ProviderConfig", __config__=ConfigDict(extra="allow", strict=True), type=(allowed, ...))
+
+
+def _check_node_type_rules(
+    raw: Mapping[str, Any], prefix: str, plugin: ProviderPlugin | None, errors: FieldErrors
+) -> None:
     min_workers, max_workers = raw.get("min_workers"), raw.get("max_workers")
     # A negative bound is already an error of its own; comparing it would only repeat it.
     if isinstance(min_workers, int) and isinstance(max_workers, int) and min_workers > max_workers >= 0:
         errors.add(_join(prefix, ("min_workers",)), f"must be <= max_workers ({max_workers})")
 
     node_config = raw.get("node_config")
-    if not isinstance(node_config, Mapping):
-        return
-    path = _join(prefix, ("node_config", "azure_arm_parameters"))
-    parameters = node_config.get("azure_arm_parameters")
-    if parameters is None:
-        if provider_type == "azure":
-            errors.add(path, "required for provider type azure (at least vmSize and an image)")
-        return
-    try:
-        AzureArmParameters.model_validate(parameters)
-    except ValidationError as error:
-        errors.add_validation_error(path, error)
-    if isinstance(parameters, Mapping):
-        _check_arm_parameter_rules(parameters, path, errors)
-
-
-def _check_arm_parameter_rules(parameters: Mapping[str, Any], path: str, errors: FieldErrors) -> None:
-    if parameters.get("imageId") is None:
-        for name in ("imagePublisher", "imageOffer", "imageSku"):
-            if parameters.get(name) is None:
-                errors.add(_join(path, (name,)), "required unless imageId is set")
-    if parameters.get("priority", "Regular") == "Regular":
-        for name in ("evictionPolicy", "billingProfile"):
-            if parameters.get(name) is not None:
-                errors.add(_join(path, (name,)), "applies only to priority Spot or Low")
+    if plugin is not None and isinstance(node_config, Mapping):
+        plugin.check_node_config(node_config, _join(prefix, ("node_config",)), errors)
 
 
 def _check_cluster_rules(merged: Mapping[str, Any], errors: FieldErrors) -> None:

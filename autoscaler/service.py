@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import ParamSpec, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -24,11 +24,14 @@ from autoscaler.config import (
     parse_cluster_config,
 )
 from autoscaler.model import ClusterRecord, ClusterStatus, Event, InstanceRecord
+from autoscaler.plugins import ProviderRegistry
+from autoscaler.plugins import providers as default_providers
 from autoscaler.ports import (
     ConfigTooLargeError,
     ConflictError,
     InstanceSnapshot,
     ReconcileQueue,
+    SshPolicy,
     StateStore,
     StorageUnavailableError,
     storage_errors,
@@ -60,8 +63,8 @@ STORAGE_RETRY_AFTER_S = 10  # the Retry-After of a 503: outages seen last tens o
 
 
 class ServiceError(Exception):
-    status = 500
-    title = "Internal error"
+    """A use case refused a request or could not serve it, said in the domain's terms: what went wrong and, in
+    `errors`, each failing field. Only the entry point (function_app.py) turns these into HTTP answers."""
 
     def __init__(self, detail: str, errors: list[FieldError] | None = None) -> None:
         super().__init__(detail)
@@ -70,34 +73,41 @@ class ServiceError(Exception):
 
 
 class InvalidRequest(ServiceError):
-    status, title = 400, "Invalid request"
+    """The request itself is wrong (a config that does not validate, one this deployment cannot run, a bad body)."""
 
 
 class Unauthorized(ServiceError):
-    status, title = 401, "Missing credentials"
+    """The request carries no credentials."""
 
 
 class Forbidden(ServiceError):
-    status, title = 403, "Wrong credentials"
+    """The credentials do not allow this (a wrong token, or another cluster's)."""
 
 
-class ClusterNotFound(ServiceError):
-    status, title = 404, "Cluster not found"
+class NotFound(ServiceError):
+    """What the request names does not exist."""
 
 
-class ClusterConflict(ServiceError):
-    status, title = 409, "Conflict"
+class ClusterNotFound(NotFound):
+    """No cluster of that name (or a name no cluster can have)."""
+
+
+class Conflict(ServiceError):
+    """The request contradicts the current state, or the state kept changing under it."""
+
+
+class ClusterConflict(Conflict):
+    """Another config under the same name, or a cluster that kept changing while the request was retried."""
 
 
 class PayloadTooLarge(ServiceError):
-    status, title = 413, "Payload too large"
+    """The config, or the row it would make, is larger than the limit."""
 
 
 class StorageUnavailable(ServiceError):
     """Table or Queue storage did not answer in time: nothing is wrong with the request, try again later."""
 
-    status, title = 503, "Storage unavailable"
-    retry_after_s = STORAGE_RETRY_AFTER_S
+    retry_after_s = STORAGE_RETRY_AFTER_S  # when to come back
 
 
 P = ParamSpec("P")
@@ -234,6 +244,7 @@ class Service:
         api_base_path: str = "/api",
         provider_check: ProviderCheck | None = None,
         retention: Retention | None = None,
+        providers: ProviderRegistry | None = None,
     ) -> None:
         # The store as the service sees it: an outage is StorageUnavailableError whatever the backend raises.
         self.store: StateStore = GuardedStore(deps.store)
@@ -243,6 +254,8 @@ class Service:
         self._events_pruned_at: dict[str, datetime] = {}  # per process: a new one prunes again, which is harmless
         # Asked at create time, so a cluster whose every tick would fail is refused with 400 instead of accepted.
         self.provider_check = provider_check
+        # Each cloud's plugin: where this deployment places its clusters, whether it may run here, its SSH policy.
+        self.providers = providers or default_providers()
         self.queue = queue
         self.allow_local_provider = allow_local_provider
         self.ssh_keygen = ssh_keygen
@@ -260,11 +273,13 @@ class Service:
             parsed = parse_cluster_config(body, content_type)
         except ConfigError as error:
             raise InvalidRequest("the cluster config is invalid", error.errors) from error
-        config, adjustments = self._placed(parsed.config)
-        if config.provider.type == "local" and not self.allow_local_provider:
+        plugin = self.providers[parsed.config.provider.type]  # parsing found it: the type is a registered one
+        config, adjustments = plugin.place(parsed.config, self.clusters_resource_group)
+        if plugin.runs_on_this_machine and not self.allow_local_provider:
+            kind = plugin.type
             raise InvalidRequest(
-                "this deployment does not run local clusters",
-                [FieldError(path="provider.type", message="'local' is only allowed by the local host")],
+                f"this deployment does not run {kind} clusters",
+                [FieldError(path="provider.type", message=f"{kind!r} is only allowed by the local host")],
             )
         provider_errors = self.provider_check(config) if self.provider_check is not None else []
         if provider_errors:
@@ -280,7 +295,7 @@ class Service:
                         [FieldError(path="cluster_name", message="already used by a cluster with another config")],
                     )
                 return self._created(existing, created=False, private_key=None, adjustments=adjustments)
-            stored_config, private_key = self._with_ssh_key(config)
+            stored_config, private_key = self._with_ssh_key(config, plugin.ssh)
             now = self.clock()
             record = ClusterRecord(
                 name=config.cluster_name,
@@ -308,48 +323,10 @@ class Service:
             return self._created(saved, created=True, private_key=private_key, adjustments=adjustments)
         raise ClusterConflict(f"cluster {config.cluster_name!r} keeps changing; try again")
 
-    def _placed(self, config: ClusterConfig) -> tuple[ClusterConfig, list[FieldAdjustment]]:
-        """The config as this deployment runs it, and what was changed from the one given.
-
-        Azure clusters go to the clusters resource group (app setting CLUSTERS_RESOURCE_GROUP): the app's custom role
-        is granted there and nowhere else, so Ray's `resource_group: ray-cluster` (Ray's default, and
-        example-full.yaml's) would only ever answer 403 AuthorizationFailed. Ray's legacy spot priority `Low` is
-        sent to Azure as `Spot` (Azure deprecated `Low`); the answer says so too.
-        """
-        if config.provider.type != "azure":
-            return config, []
-        adjustments: list[FieldAdjustment] = []
-        group = self.clusters_resource_group
-        given_group = config.provider.resource_group or ""
-        if group and given_group.lower() != group.lower():
-            config = config.model_copy(
-                update={"provider": config.provider.model_copy(update={"resource_group": group})}
-            )
-            adjustments.append(
-                FieldAdjustment(
-                    "provider.resource_group",
-                    given_group,
-                    group,
-                    "this deployment creates clusters only in its clusters resource group (CLUSTERS_RESOURCE_GROUP), "
-                    "the one its role is granted on",
-                )
-            )
-        for name, node_type in config.available_node_types.items():
-            parameters = node_type.azure_arm_parameters()
-            if parameters is not None and parameters.priority == "Low":
-                adjustments.append(
-                    FieldAdjustment(
-                        f"available_node_types.{name}.node_config.azure_arm_parameters.priority",
-                        "Low",
-                        "Spot",
-                        "Azure deprecated 'Low' for VMs; Spot is the same offer",
-                    )
-                )
-        return config, adjustments
-
-    def _with_ssh_key(self, config: ClusterConfig) -> tuple[ClusterConfig, str | None]:
-        """Azure clusters without a public key get a generated pair: the private key is returned once, kept nowhere."""
-        if config.provider.type != "azure" or config.auth.ssh_public_key or self.ssh_keygen is None:
+    def _with_ssh_key(self, config: ClusterConfig, ssh: SshPolicy) -> tuple[ClusterConfig, str | None]:
+        """A config without a public key, of a cloud whose SSH policy says so (Azure's), gets a generated pair: the
+        private key is returned once, kept nowhere."""
+        if not ssh.generates_key_pair or config.auth.ssh_public_key or self.ssh_keygen is None:
             return config, None
         public_key, private_key = self.ssh_keygen()
         return config.model_copy(update={"auth": config.auth.model_copy(update={"ssh_public_key": public_key})}), (
@@ -648,13 +625,3 @@ def _cluster_name_of(raw_body: str) -> str:
         return ""
     name = body.get("cluster_name") if isinstance(body, dict) else None
     return name if isinstance(name, str) and is_valid_cluster_name(name) else ""
-
-
-def problem_body(error: ServiceError) -> dict[str, Any]:
-    return {
-        "type": "about:blank",
-        "title": error.title,
-        "status": error.status,
-        "detail": error.detail,
-        "errors": [{"field": e.path, "message": e.message} for e in error.errors],
-    }

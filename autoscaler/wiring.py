@@ -1,4 +1,6 @@
-"""The one place that wires dependencies: settings -> store, queue, providers, Ray reader -> Service."""
+"""The one place that wires dependencies (the composition root): settings -> store, queue, providers (through the
+plugin registry), Ray reader -> Service. It alone imports both the service and the adapters (docs/decisions/layout.md).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ from typing import Any
 
 from autoscaler.config import ClusterConfig, FieldError
 from autoscaler.model import HeadInfo
+from autoscaler.plugins import ProviderRegistry, providers
+from autoscaler.ports import BuildContext, CloudProvider
 from autoscaler.reconcile import ReconcileDeps
 from autoscaler.service import Retention, Service
 from autoscaler.settings import RECONCILE_QUEUE, Settings
 from autoscaler.tokens import cluster_token
-from provisioning.cloud import CloudProvider
 
 
 def utc_now() -> datetime:
@@ -22,19 +25,27 @@ def utc_now() -> datetime:
 
 
 class ProviderFactory:
-    """One provider object per (type, cluster), built lazily: the Azure SDKs are imported only when an Azure cluster
-    is reconciled, so the local host and cold starts never pay for them."""
+    """One provider object per (type, cluster, config), built lazily by the cluster's plugin (provisioning/registry.py):
+    a cloud's SDKs are imported only when one of its clusters is reconciled, so the local host and cold starts never
+    pay for them."""
 
     def __init__(
         self,
         settings: Settings,
         credential_factory: Callable[[], Any] | None = None,
         azure_overrides: Mapping[str, Any] | None = None,
+        *,
+        plugin_options: Mapping[str, Mapping[str, Any]] | None = None,
+        registry: ProviderRegistry | None = None,
     ) -> None:
         self.settings = settings
+        self.registry = registry or providers()
         self._credential_factory = credential_factory
-        # Extra AzureSettings fields (tests point `base_url`/`connection_verify` at the loopback ARM emulator).
-        self._azure_overrides = dict(azure_overrides or {})
+        # Extra options per plugin type (the Azure plugin's are AzureSettings fields: tests point `base_url` and
+        # `connection_verify` at the loopback ARM emulator). `azure_overrides` is the Azure plugin's, by its old name.
+        self._plugin_options = {kind: dict(options) for kind, options in (plugin_options or {}).items()}
+        if azure_overrides:
+            self._plugin_options.setdefault("azure", {}).update(azure_overrides)
         self._providers: dict[tuple[str, str, str], CloudProvider] = {}
         self._lock = threading.Lock()
 
@@ -49,62 +60,29 @@ class ProviderFactory:
 
     def check(self, config: ClusterConfig) -> list[FieldError]:
         """Why a provider for `config` can never be built here (the create answers 400 naming the fields); [] when
-        it can. The same conditions as the providers' constructors, without importing the cloud SDKs."""
-        if config.provider.type != "azure":
-            return []
-        errors: list[FieldError] = []
-        if not (config.provider.subscription_id or self.settings.clusters_subscription_id):
-            errors.append(
-                FieldError(
-                    "provider.subscription_id",
-                    "no subscription: set provider.subscription_id, or the app setting CLUSTERS_SUBSCRIPTION_ID",
-                )
-            )
-        if not config.provider.location:
-            errors.append(FieldError("provider.location", "an Azure region is required, e.g. 'westus2'"))
-        if not config.provider.resource_group:
-            errors.append(
-                FieldError(
-                    "provider.resource_group",
-                    "a resource group is required (or the app setting CLUSTERS_RESOURCE_GROUP)",
-                )
-            )
-        return errors
+        it can: the plugin's own check, which imports no cloud SDK."""
+        return self.registry[config.provider.type].check(config, self.settings)
 
     def _build(self, config: ClusterConfig) -> CloudProvider:
-        if config.provider.type == "local":
-            from provisioning.local import LocalCloudProvider
-
-            return LocalCloudProvider(
-                self.settings.local_data_dir,
-                launch_delay_s=config.provider.launch_delay_s,
-                control_plane_url=self.settings.control_plane_url,
-            )
-        from provisioning.azure.provider import AzureCloudProvider, AzureSettings
-
-        azure_settings = AzureSettings(
-            subscription_id=config.provider.subscription_id or self.settings.clusters_subscription_id,
-            function_subnet_id=self.settings.function_subnet_id,
-            **self._azure_overrides,
+        kind = config.provider.type
+        context = BuildContext(
+            settings=self.settings,
+            credential_factory=self._credential_factory,
+            options=self._plugin_options.get(kind, {}),
         )
-        if self._credential_factory is not None:
-            return AzureCloudProvider(config, self._credential_factory(), azure_settings)
-        return AzureCloudProvider.from_environment(config, azure_settings)
+        return self.registry[kind].build(config, context)
 
     def head_info_extra(self, config: ClusterConfig, cluster_name: str) -> HeadInfo:
-        if config.provider.type != "local":
+        plugin = self.registry[config.provider.type]
+        if plugin.head_info is None:
             return HeadInfo()
-        from provisioning.local import LocalCloudProvider
-
-        provider = self(config)
-        assert isinstance(provider, LocalCloudProvider)
-        return HeadInfo(auth_token_path=str(provider.auth_token_path(cluster_name)))
+        return plugin.head_info(self(config), cluster_name)
 
 
 def build_service(settings: Settings | None = None, *, clock: Callable[[], datetime] = utc_now) -> Service:
-    from autoscaler.queueing import StorageReconcileQueue
-    from autoscaler.ray_state import HttpRayStateReader
-    from autoscaler.state import TableStateStore
+    from autoscaler.adapters.head_agent import HttpRayStateReader
+    from autoscaler.adapters.storage_queue import StorageReconcileQueue
+    from autoscaler.adapters.table_store import TableStateStore
 
     settings = settings or Settings.from_environment()
     if settings.storage_connection_string:

@@ -21,12 +21,13 @@ from typing import Any
 import pytest
 from azure.data.tables import EdmType, EntityProperty, TableServiceClient
 
-from autoscaler.config import LEGACY_HASH_VERSION, ClusterConfig, ProviderConfig, hash_version
+from autoscaler.config import LEGACY_HASH_VERSION, ClusterConfig, hash_version
 from autoscaler.model import CloudInstance, CloudState, ClusterStatus, InstanceRecord, InstanceStatus
 from autoscaler.queueing import InMemoryReconcileQueue
 from autoscaler.reconcile import ReconcileDeps, TickResult, reconcile
 from autoscaler.service import Service
 from autoscaler.state import TableStateStore
+from provisioning.azure.plugin import AzureProviderConfig
 from tests.support.azurite import Azurite
 from tests.support.fakes import FakeCloudProvider, FakeRayReader
 
@@ -147,7 +148,7 @@ def test_rows_of_the_previous_release_are_ticked_without_replacing_any_node(upgr
     assert_upgrade_changes_nothing(upgraded)
 
 
-class ProviderConfigOfALaterRelease(ProviderConfig):
+class ProviderConfigOfALaterRelease(AzureProviderConfig):
     spot_restore: bool = False  # a field a later release adds, with its default
 
 

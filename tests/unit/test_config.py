@@ -17,7 +17,6 @@ from pydantic import ValidationError
 
 from autoscaler.config import (
     AGGRESSIVE_UPSCALING_SPEED,
-    AZURE_DEFAULTS,
     CLUSTER_NAME_RULE,
     HASH_VERSION,
     LEGACY_HEAD_NODE_TYPE,
@@ -29,13 +28,13 @@ from autoscaler.config import (
     FieldError,
     NodeTypeConfig,
     ParsedConfig,
-    ProviderConfig,
     format_path,
     hash_version,
     is_outdated_node_hash,
     is_valid_cluster_name,
     parse_cluster_config,
 )
+from provisioning.azure.plugin import AZURE_DEFAULTS, AzureProviderConfig
 
 EXAMPLE_FULL = Path(__file__).resolve().parents[1] / "data" / "example-full.yaml"
 RAY_AUTOSCALER_DIR = Path(__file__).resolve().parents[2] / ".venv/lib/python3.11/site-packages/ray/autoscaler"
@@ -713,6 +712,7 @@ def test_example_full_parses_unchanged_with_launcher_fields_ignored():
     assert config.cluster_name == "default"
     assert (config.max_workers, config.upscaling_speed, config.idle_timeout_minutes) == (2, 1.0, 5.0)
     assert config.head_node_type == "ray.head.default"
+    assert isinstance(config.provider, AzureProviderConfig)
     assert (config.provider.location, config.provider.resource_group) == ("westus2", "ray-cluster")
     head = config.available_node_types["ray.head.default"]
     worker = config.available_node_types["ray.worker.default"]
@@ -1134,7 +1134,7 @@ def test_node_hash_ignores_planner_settings_and_other_node_types(edit: tuple[tup
     assert node_hashes(changed(BASE, edit)) == node_hashes(BASE)
 
 
-class ProviderOfALaterRelease(ProviderConfig):
+class ProviderOfALaterRelease(AzureProviderConfig):
     spot_restore: bool = False
 
 
