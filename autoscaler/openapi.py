@@ -52,6 +52,7 @@ def openapi_document() -> dict[str, Any]:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
+    _provider_union(schemas)
     name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     # Every status a route answers is listed with it (tests/unit/test_function_app.py provokes each one).
     invalid = _response("Invalid input; `errors` names every failing field", "Problem", PROBLEM)
@@ -164,3 +165,23 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+
+
+def _provider_union(schemas: dict[str, Any]) -> None:
+    """The config's `provider` is one of the registered plugins' models, selected by `type` (autoscaler/plugins.py):
+    the document says so with a discriminated `oneOf` instead of the bare base model the core declares."""
+    from autoscaler.plugins import providers
+
+    mapping: dict[str, str] = {}
+    for plugin in providers().plugins():
+        schema = plugin.config_model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        name = plugin.config_model.__name__
+        schemas[name] = schema
+        mapping[plugin.type] = f"#/components/schemas/{name}"
+    if mapping:
+        schemas["ClusterConfig"]["properties"]["provider"] = {
+            "oneOf": [{"$ref": ref} for ref in mapping.values()],
+            "discriminator": {"propertyName": "type", "mapping": mapping},
+        }
+        schemas.pop("ProviderConfig", None)

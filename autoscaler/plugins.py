@@ -60,6 +60,9 @@ class ProviderRegistry:
     def types(self) -> tuple[str, ...]:
         return tuple(self._plugins)
 
+    def plugins(self) -> tuple[ProviderPlugin, ...]:
+        return tuple(self._plugins.values())
+
     def default(self) -> ProviderPlugin | None:
         """The first registered plugin: its defaults fill a config whose `provider.type` is missing or unknown (Ray's
         own YAML for Azure is the reference document, so the built-in list starts with Azure)."""
