@@ -37,7 +37,7 @@ from autoscaler.planner.inputs import (
 from autoscaler.planner.labels import format_selector, parse_selector, selectors_json
 from autoscaler.planner.packing import RESOURCE_UNITS
 from autoscaler.planner.pipeline import plan
-from autoscaler.planner.prices import SPOT_PRICE_FACTOR, node_type_cost, vm_size_price
+from autoscaler.planner.prices import priced_by, resources_price
 from autoscaler.planner.scale_down import (
     SCALE_DOWN_RULES,
     DeadNode,
@@ -56,7 +56,6 @@ __all__ = [
     "MAX_PREMIUM_FOR_MORE_SERVED",
     "RESOURCE_UNITS",
     "SCALE_DOWN_RULES",
-    "SPOT_PRICE_FACTOR",
     "UPSCALING_INITIAL_NUM_NODES",
     "DeadNode",
     "Idle",
@@ -68,9 +67,9 @@ __all__ = [
     "WorkerType",
     "format_selector",
     "labels_of",
-    "node_type_cost",
     "parse_selector",
     "plan",
+    "priced_by",
+    "resources_price",
     "selectors_json",
-    "vm_size_price",
 ]

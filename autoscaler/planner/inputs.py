@@ -5,12 +5,14 @@ Tests and the benchmark build these directly; the control plane builds them from
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from autoscaler.config import ClusterConfig, NodeTypeConfig
+from autoscaler.config import ClusterConfig
 from autoscaler.model import Shape, shape_of
-from autoscaler.planner.prices import node_type_cost
+from autoscaler.planner.prices import priced_by
+from autoscaler.plugins import prices_for
+from autoscaler.ports import NodePrices
 
 DEFAULT_LAUNCH_TIMEOUT_S = 600.0
 UPSCALING_INITIAL_NUM_NODES = 5  # Ray's AUTOSCALER_UPSCALING_INITIAL_NUM_NODES
@@ -57,11 +59,10 @@ class PlannerConfig:
     conserve_gpu_nodes: bool = DEFAULT_CONSERVE_GPU_NODES
 
     @classmethod
-    def from_cluster_config(
-        cls, config: ClusterConfig, *, price_of: Callable[[NodeTypeConfig], tuple[float, str]] = node_type_cost
-    ) -> PlannerConfig:
-        """`price_of` gives a node type's relative price and where it came from (the Azure price classes unless
-        another is passed)."""
+    def from_cluster_config(cls, config: ClusterConfig, *, prices: NodePrices | None = None) -> PlannerConfig:
+        """`prices` is the cloud's price hook for node types without `cost` (by default that of the plugin of the
+        config's `provider.type`); a type it cannot price is priced by its resources."""
+        price_of = priced_by(prices if prices is not None else prices_for(config.provider.type))
         workers = []
         for name, node_type in config.worker_node_types().items():
             cost, basis = price_of(node_type)

@@ -1,4 +1,4 @@
-"""The planner reads the real ClusterConfig: costs, price classes, timeouts, and `plan(config=ClusterConfig)`."""
+"""The planner reads the real ClusterConfig: costs, the cloud's prices, timeouts, labels, and `plan(config=...)`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from autoscaler.config import ClusterConfig, parse_cluster_config
+from autoscaler.config import ClusterConfig, NodeTypeConfig, parse_cluster_config
 from autoscaler.model import InstanceRecord, InstanceStatus, RayState, ShapeDemand, Unavailability
-from autoscaler.planner import DEFAULT_LAUNCH_TIMEOUT_S, PlannerConfig, plan, vm_size_price
+from autoscaler.planner import DEFAULT_LAUNCH_TIMEOUT_S, PlannerConfig, plan, resources_price
+from provisioning.azure.plugin import vm_size_price
 from tests.unit.test_planner_support import NOW
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example-full.yaml"
@@ -47,6 +48,30 @@ def cluster_config(document: dict[str, Any]) -> ClusterConfig:
 )
 def test_price_class_of_a_vm_size(vm_size: str, cpus: float, gpus: float, is_spot: bool, expected: float) -> None:
     assert vm_size_price(vm_size, cpus=cpus, gpus=gpus, is_spot=is_spot) == pytest.approx(expected)
+
+
+def test_a_type_its_cloud_cannot_price_is_priced_by_its_resources() -> None:
+    document = example_document()
+    with_worker(document, "gpu", "Standard_NC24ads_A100_v4", resources={"CPU": 24, "GPU": 1}, max_workers=2)
+
+    def cloud_knows_nothing(node_type: NodeTypeConfig) -> tuple[float, str] | None:
+        return None
+
+    planner_config = PlannerConfig.from_cluster_config(cluster_config(document), prices=cloud_knows_nothing)
+    gpu = next(worker for worker in planner_config.worker_types if worker.name == "gpu")
+    assert gpu.cost == pytest.approx(24 * 0.05 + 2.8)
+    assert gpu.cost_basis == "price class of its resources"
+    assert resources_price(cluster_config(document).available_node_types["gpu"]) == pytest.approx(4.0)
+
+
+def test_planner_config_takes_labels_from_the_cluster_config() -> None:
+    document = example_document()
+    with_worker(document, "gpu", "Standard_NC4as_T4_v3", resources={"CPU": 4, "GPU": 1}, max_workers=2,
+                labels={"accelerator": "T4", "zone": "1"})  # fmt: skip
+    planner_config = PlannerConfig.from_cluster_config(cluster_config(document))
+    gpu = next(worker for worker in planner_config.worker_types if worker.name == "gpu")
+    assert dict(gpu.labels) == {"accelerator": "T4", "zone": "1"}
+    assert planner_config.conserve_gpu_nodes is True  # Ray's default until the config says otherwise
 
 
 def test_planner_config_takes_costs_timeouts_and_worker_types_from_the_cluster_config() -> None:
