@@ -74,6 +74,13 @@ def test_planner_config_takes_labels_from_the_cluster_config() -> None:
     assert planner_config.conserve_gpu_nodes is True  # Ray's default until the config says otherwise
 
 
+def test_the_gpu_switch_is_read_from_the_cluster_config_once_it_has_the_field() -> None:
+    config = cluster_config(example_document())
+    switched_off = config.model_copy(update={"conserve_gpu_nodes": False})  # as `conserve_gpu_nodes: false` will
+    assert PlannerConfig.from_cluster_config(switched_off).conserve_gpu_nodes is False
+    assert PlannerConfig.from_cluster_config(config).conserve_gpu_nodes is True
+
+
 def test_planner_config_takes_costs_timeouts_and_worker_types_from_the_cluster_config() -> None:
     document = example_document()
     document["idle_timeout_minutes"] = 7
