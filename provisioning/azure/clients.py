@@ -15,9 +15,9 @@ from azure.core.exceptions import AzureError
 from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
 
+from autoscaler.ports import InvalidRequestError, NotFoundError
 from provisioning.azure.errors import from_azure_error, parse_retry_after
 from provisioning.azure.network import SubnetReference
-from provisioning.cloud import InvalidRequestError, NotFoundError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

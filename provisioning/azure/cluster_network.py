@@ -21,10 +21,10 @@ from typing import Any
 from azure.core.exceptions import AzureError
 
 from autoscaler.config import ClusterConfig
+from autoscaler.ports import TransientError
 from provisioning.azure import network
 from provisioning.azure.clients import ArmClients, get_or_none
 from provisioning.azure.errors import from_azure_error
-from provisioning.cloud import TransientError
 
 logger = logging.getLogger(__name__)
 

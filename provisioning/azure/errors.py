@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError, ServiceResponseError
 
-from provisioning.cloud import (
+from autoscaler.ports import (
     CapacityError,
     CloudError,
     InvalidRequestError,

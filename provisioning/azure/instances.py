@@ -19,6 +19,7 @@ from typing import Any
 from azure.core.exceptions import AzureError
 
 from autoscaler.model import CloudInstance, CloudState, LaunchRequest
+from autoscaler.ports import InvalidRequestError, NotFoundError
 from provisioning.azure import network
 from provisioning.azure.clients import ArmClients, get_or_none
 from provisioning.azure.errors import (
@@ -28,7 +29,6 @@ from provisioning.azure.errors import (
     from_azure_error,
 )
 from provisioning.azure.vm_template import TAG_NODE_KIND, VmTemplate, arm_parameters, vm_name_for
-from provisioning.cloud import InvalidRequestError, NotFoundError
 
 logger = logging.getLogger(__name__)
 

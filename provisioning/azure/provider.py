@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 
 from autoscaler.config import ClusterConfig
 from autoscaler.model import CloudInstance, LaunchRequest
+from autoscaler.ports import DestroyReport, InvalidRequestError
 from provisioning.azure.clients import ArmClients, AzureSettings
 from provisioning.azure.cluster_network import ClusterNetwork
 from provisioning.azure.instances import ClusterInstances, cloud_state_of, failure_detail
 from provisioning.azure.teardown import ClusterTeardown
 from provisioning.azure.vm_template import VmTemplate, vm_name_for
-from provisioning.cloud import DestroyReport, InvalidRequestError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

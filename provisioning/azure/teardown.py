@@ -14,11 +14,11 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
+from autoscaler.ports import CloudError, DestroyReport, NotFoundError, TransientError
 from provisioning.azure import network
 from provisioning.azure.clients import ArmClients, get_or_none
 from provisioning.azure.cluster_network import ClusterNetwork
 from provisioning.azure.errors import from_azure_error
-from provisioning.cloud import CloudError, DestroyReport, NotFoundError, TransientError
 
 
 class ClusterTeardown:

@@ -14,6 +14,7 @@ from typing import Any
 
 from autoscaler.config import AzureArmParameters, ClusterConfig
 from autoscaler.model import LaunchRequest
+from autoscaler.ports import InvalidRequestError
 from provisioning.azure.cloud_init import NodeBootSpec, render_custom_data
 from provisioning.azure.network import (
     MANAGED_BY,
@@ -24,7 +25,6 @@ from provisioning.azure.network import (
     TAG_REQUEST,
 )
 from provisioning.azure.ssh import derived_public_key
-from provisioning.cloud import InvalidRequestError
 
 TAG_NODE_KIND = "ray-node-kind"  # "head" or "worker": the head's node type may also be launched as a worker
 VM_NAME_MAX_LENGTH = 64  # Linux computer names and VM names: 64 characters at most
