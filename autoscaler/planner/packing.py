@@ -144,26 +144,32 @@ def first_fit(slots: list[Slot], demands: Sequence[Demand]) -> list[Demand]:
                     take(slot.free, demand.need, fits)
                     remaining -= fits * slot.nodes
                 else:
-                    # Only some of these identical nodes fill up: split them off, the rest stay as they were.
-                    full_nodes, last = divmod(remaining, fits)
-                    parts = []
-                    if full_nodes:
-                        parts.append(slot.split(full_nodes))
-                        take(parts[-1].free, demand.need, fits)
-                    if last:
-                        parts.append(slot.split(1))
-                        take(parts[-1].free, demand.need, last)
-                    slot.nodes -= full_nodes + (1 if last else 0)
-                    slot.needed = False
-                    if slot.nodes:
-                        parts.append(slot)
-                    slots[index : index + 1] = parts
-                    index += len(parts) - 1
+                    index = _fill_some(slots, index, demand.need, fits, remaining)
                     remaining = 0
             index += 1
         if remaining:
             residual.append(demand.with_count(remaining))
     return residual
+
+
+def _fill_some(slots: list[Slot], index: int, need: Need, fits: int, remaining: int) -> int:
+    """Only some of the identical nodes of `slots[index]` fill up with the `remaining` bundles: split them off, the
+    rest stay as they were. Returns the index of the last part."""
+    slot = slots[index]
+    full_nodes, last = divmod(remaining, fits)
+    parts = []
+    if full_nodes:
+        parts.append(slot.split(full_nodes))
+        take(parts[-1].free, need, fits)
+    if last:
+        parts.append(slot.split(1))
+        take(parts[-1].free, need, last)
+    slot.nodes -= full_nodes + (1 if last else 0)
+    slot.needed = False
+    if slot.nodes:
+        parts.append(slot)
+    slots[index : index + 1] = parts
+    return index + len(parts) - 1
 
 
 def spread_on_existing(trial: list[Slot], bundles: Sequence[Demand]) -> list[Demand]:

@@ -18,7 +18,7 @@ from autoscaler.model import (
     Unavailability,
 )
 from autoscaler.planner.demand import DemandReader, DemandView, Resources
-from autoscaler.planner.inputs import PlannerConfig
+from autoscaler.planner.inputs import PlannerConfig, WorkerType
 from autoscaler.planner.packing import EXISTING, Kind, Slot
 from autoscaler.planner.scale_down import (
     LAUNCHING,
@@ -112,62 +112,66 @@ def _observe(
     """The nodes as capacity, in placement order: the head, busy, unmanaged, idle (recently used first), launching.
     Final, head and taken instances are left out, and so are nodes Ray is draining."""
     types = {worker.name: worker for worker in config.worker_types}
-    counts = dict.fromkeys(types, 0)
-    running = dict.fromkeys(types, 0)
-    launching_counts = dict.fromkeys(types, 0)
+    cluster = Cluster([], dict.fromkeys(types, 0), dict.fromkeys(types, 0), dict.fromkeys(types, 0))
     ray_nodes = {node.instance_id: node for node in ray.nodes if node.instance_id} if ray else {}
-    known_ids = {record.instance_id for record in instances}
-    head_ids = {record.instance_id for record in instances if record.is_head}
-    head_slots: list[Slot] = []
-    busy: list[Slot] = []
-    idle: list[Slot] = []
-    launching: list[Slot] = []
-    unmanaged: list[Slot] = []
+    by_kind: dict[Kind, list[Slot]] = {kind: [] for kind in Kind}
     for record in instances:
         if record.is_head or not record.status.is_live or record.instance_id in taken:
             continue
         worker = types.get(record.node_type)
         if record.status in LAUNCHING and worker is not None:
-            counts[worker.name] += 1
-            launching_counts[worker.name] += 1
-            vector = resources.type_units[worker.name]
-            launching.append(
-                Slot(
-                    list(vector), vector, 1, worker.name, Kind.LAUNCHING, record.instance_id, labels=dict(worker.labels)
-                )
-            )
+            cluster.counts[worker.name] += 1
+            cluster.launching[worker.name] += 1
+            by_kind[Kind.LAUNCHING].append(_type_slot(resources, worker, Kind.LAUNCHING, record.instance_id))
         elif record.status is InstanceStatus.RAY_RUNNING:
-            node = ray_nodes.get(record.instance_id)
             if ray is None:
                 # No news from Ray: the node keeps counting, with unknown usage, and is never taken for idle.
                 if worker is None:
                     continue
-                vector = resources.type_units[worker.name]
-                busy.append(
-                    Slot(
-                        list(vector), vector, 1, worker.name, Kind.BUSY, record.instance_id, labels=dict(worker.labels)
-                    )
-                )
-            elif node is None or node.status in (RayNodeStatus.DEAD, RayNodeStatus.DRAINING):
-                continue  # dead ones are taken by the dead-node rule; draining ones are already leaving
+                slot = _type_slot(resources, worker, Kind.BUSY, record.instance_id)
             else:
+                node = ray_nodes.get(record.instance_id)
+                if node is None or node.status in (RayNodeStatus.DEAD, RayNodeStatus.DRAINING):
+                    continue  # dead ones are taken by the dead-node rule; draining ones are already leaving
                 kind = Kind.IDLE if node.status == RayNodeStatus.IDLE else Kind.BUSY
-                (idle if kind is Kind.IDLE else busy).append(_ray_slot(resources, node, record.node_type, kind, config))
+                slot = _ray_slot(resources, node, record.node_type, kind, config)
+            by_kind[slot.kind].append(slot)
             if worker is not None:
-                counts[worker.name] += 1
-                running[worker.name] += 1
+                cluster.counts[worker.name] += 1
+                cluster.running[worker.name] += 1
     if ray is not None:
-        for node in ray.nodes:
-            if node.status in (RayNodeStatus.DEAD, RayNodeStatus.DRAINING):
-                continue
-            if node.is_head or node.instance_id in head_ids:
-                head_slots.append(_ray_slot(resources, node, config.head_node_type, Kind.HEAD, config))
-            elif not node.instance_id or node.instance_id not in known_ids:
-                unmanaged.append(_ray_slot(resources, node, node.node_type, Kind.UNMANAGED, config))
+        _add_ray_only_slots(config, resources, instances, ray, by_kind)
     # Demand lands on running nodes before launching ones, and on recently used idle nodes before long idle
     # ones, so that the nodes left unneeded are the ones worth terminating.
-    idle.sort(key=lambda slot: slot.idle_duration_s)
-    return Cluster(head_slots + busy + unmanaged + idle + launching, counts, running, launching_counts)
+    by_kind[Kind.IDLE].sort(key=lambda slot: slot.idle_duration_s)
+    order = (Kind.HEAD, Kind.BUSY, Kind.UNMANAGED, Kind.IDLE, Kind.LAUNCHING)
+    cluster.slots = [slot for kind in order for slot in by_kind[kind]]
+    return cluster
+
+
+def _add_ray_only_slots(
+    config: PlannerConfig,
+    resources: Resources,
+    instances: Sequence[InstanceRecord],
+    ray: RayState,
+    by_kind: dict[Kind, list[Slot]],
+) -> None:
+    """The head's Ray node, and Ray nodes without an instance record (started by hand)."""
+    known_ids = {record.instance_id for record in instances}
+    head_ids = {record.instance_id for record in instances if record.is_head}
+    for node in ray.nodes:
+        if node.status in (RayNodeStatus.DEAD, RayNodeStatus.DRAINING):
+            continue
+        if node.is_head or node.instance_id in head_ids:
+            by_kind[Kind.HEAD].append(_ray_slot(resources, node, config.head_node_type, Kind.HEAD, config))
+        elif not node.instance_id or node.instance_id not in known_ids:
+            by_kind[Kind.UNMANAGED].append(_ray_slot(resources, node, node.node_type, Kind.UNMANAGED, config))
+
+
+def _type_slot(resources: Resources, worker: WorkerType, kind: Kind, instance_id: str) -> Slot:
+    """A node as its type describes it (launching, or running while Ray's state is unknown)."""
+    vector = resources.type_units[worker.name]
+    return Slot(list(vector), vector, 1, worker.name, kind, instance_id, labels=dict(worker.labels))
 
 
 def _ray_slot(resources: Resources, node: RayNode, node_type: str, kind: Kind, config: PlannerConfig) -> Slot:

@@ -103,6 +103,17 @@ def _labels_first(option: TypeOption, demands: Sequence[Demand], taken: Sequence
     return 0
 
 
+def _key(
+    strategy: Strategy, option: TypeOption, labels: int, score: tuple[bool, int, float, float], weight: float
+) -> tuple[Any, ...]:
+    """How a scorer ranks one node of a type (the higher the better), after Ray v2's label score."""
+    if strategy is Strategy.RAY:
+        return (labels, score, option.name)
+    if strategy is Strategy.COST:
+        return (labels, score[0], -option.cost / weight, score[1:], option.name)
+    return (labels, score[0], weight, -option.cost, score[1:], option.name)
+
+
 def choose(
     demands: Sequence[Demand],
     *,
@@ -141,14 +152,7 @@ def choose(
             if score is None:
                 continue
             labels = _labels_first(option, demands, taken) if eligible else 0
-            if strategy is Strategy.RAY:
-                key: tuple[Any, ...] = (labels, score, option.name)
-            else:
-                weight = sum(count * weights[position] for position, count in enumerate(taken))
-                if strategy is Strategy.COST:
-                    key = (labels, score[0], -option.cost / weight, score[1:], option.name)
-                else:
-                    key = (labels, score[0], weight, -option.cost, score[1:], option.name)
+            key = _key(strategy, option, labels, score, sum(count * weights[p] for p, count in enumerate(taken)))
             candidates.append((key, option, taken, free_after))
         if not candidates:
             break
