@@ -6,7 +6,8 @@ What a cloud would remember lives on disk, so a restarted local host lists the s
 
     <data_dir>/clusters/<cluster name>/
         auth_token                     the cluster token, 0600 (RAY_AUTH_TOKEN_PATH of every node and local driver)
-        instances/<instance id>.json   written by `launch`: request id, node type, launcher pid and start time
+        instances/<instance id>.json   written by `launch` BEFORE the launcher starts (request id, node type, launch
+                                       id), then again with the launcher's pid and start time
         instances/<id>.endpoints.json  written by the launcher once Ray is up: ports, Ray node id
         instances/<id>.failed.json     written by the launcher when the node could not start
         logs/<instance id>.log         the launcher's output
@@ -17,6 +18,12 @@ socket paths are limited to about 100 bytes and a data folder can be deep.
 Every process of a cluster also carries `RAY_LOCAL_CLUSTER_DIR=<cluster folder>` in its environment, so whatever
 escaped its group (or a launcher started just before the local host crashed) is still found and killed by
 `destroy_cluster`, and `cluster_processes` can prove that nothing is left.
+
+A launch survives a crash of the host at any point (kill -9 included): the instance file is written (temp file,
+fsync, rename, fsync of the folder) before the launcher starts, and every launcher carries its launch id in its
+environment (RAY_LOCAL_LAUNCH_ID). A restarted host that launches the same instance again either finds the launcher
+that is already running (its pid, start time, command line and launch id all match) and adopts it, or starts it if
+it never started; it never starts a second one.
 
 Linux only: liveness and the environment marker are read from /proc.
 """
@@ -36,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,11 +54,15 @@ from provisioning.cloud import DestroyReport, InvalidRequestError, NotFoundError
 
 LOOPBACK = "127.0.0.1"
 CLUSTER_DIR_ENV = "RAY_LOCAL_CLUSTER_DIR"
+LAUNCH_ID_ENV = "RAY_LOCAL_LAUNCH_ID"  # ties a launcher (and every process of its node) to one instance file
+LAUNCHER_MODULE = "provisioning.local_node"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Names become file and folder names: no separators, no leading dot; an instance id has no dot at all, because
 # its files are told apart by their suffixes (<id>.json, <id>.endpoints.json...).
 _SAFE_CLUSTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _SAFE_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+_NOT_FOR_NODES = frozenset({"RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_NODE_TYPE_NAME", "CLUSTER_TOKEN_KEY"})
+_NOT_FOR_NODES_PREFIXES = ("RAY_LOCAL_", "AzureWebJobs", "AZURE_")
 _POLL_INTERVAL_S = 0.05
 _KILL_WAIT_S = 5.0  # how long a SIGKILLed group may take to vanish from /proc
 
@@ -92,7 +104,11 @@ class LocalCloudProvider:
         layout = _ClusterLayout(self.data_dir, _checked_cluster_name(cluster_name))
         processes = _ProcessTable.read()
         instances = []
-        for record in layout.records():
+        for recorded in layout.records():
+            # An instance file without a pid: a launch in progress, or one cut short by a crash of the host.
+            record = recorded if recorded.launcher_pid else _find_launcher(layout, recorded)
+            if record is None:
+                continue  # its launcher never started: nothing runs (the next launch of it starts it)
             instance = _observe(layout, record, processes)
             if instance is not None:
                 instances.append(instance)
@@ -101,7 +117,10 @@ class LocalCloudProvider:
     def launch(self, request: LaunchRequest) -> None:
         """Start the instance's launcher and return; the node comes up (after the launch delay) in the background.
 
-        Idempotent: an instance with the same instance id or request id that was launched before is left alone.
+        Idempotent: an instance with the same instance id or request id that was launched before is left alone,
+        whether its node still runs or not (a launch that ran is never run twice). The instance file is on disk
+        before the launcher starts, so a crash between the two steps is finished by the next launch: it adopts the
+        launcher if one started, and starts it otherwise.
         """
         layout = _ClusterLayout(self.data_dir, _checked_cluster_name(request.cluster_name))
         _checked_instance_id(request.instance_id)
@@ -113,41 +132,77 @@ class LocalCloudProvider:
 
         layout.create()
         with layout.locked():
-            if any(
-                record.instance_id == request.instance_id or record.request_id == request.request_id
-                for record in layout.records()
-            ):
-                return
+            existing = next(
+                (
+                    record
+                    for record in layout.records()
+                    if record.instance_id == request.instance_id or record.request_id == request.request_id
+                ),
+                None,
+            )
+            if existing is not None:
+                if existing.launcher_pid or existing.instance_id != request.instance_id:
+                    return  # launched: its launcher runs (nothing to do) or is gone (list_instances says so)
+                # The instance file was written but not the launcher's pid: the launcher may have started or not.
+                found = _find_launcher(layout, existing)
+                if found is not None:
+                    _write_json_atomically(layout.record_path(existing.instance_id), found.to_json())
+                    return
+                record = existing
+            else:
+                record = _InstanceRecord(
+                    instance_id=request.instance_id,
+                    cluster_name=request.cluster_name,
+                    request_id=request.request_id,
+                    node_type=request.node_type,
+                    is_head=request.is_head,
+                    launcher_pid=0,  # not started yet
+                    launcher_start_ticks=0,
+                    launched_at=time.time(),
+                    launch_delay_s=self.launch_delay_s,
+                    launch_id=uuid.uuid4().hex,
+                )
+                _write_json_atomically(layout.record_path(record.instance_id), record.to_json())
+            _checkpoint("record-written")
             _write_secret_atomically(layout.token_path, request.cluster_token)
-            launcher = self._start_launcher(layout, request, resources_json)
-            record = _InstanceRecord(
-                instance_id=request.instance_id,
-                cluster_name=request.cluster_name,
-                request_id=request.request_id,
-                node_type=request.node_type,
-                is_head=request.is_head,
+            launcher = self._start_launcher(layout, request, resources_json, record.launch_id)
+            _checkpoint("launcher-started")
+            started = replace(
+                record,
                 launcher_pid=launcher.pid,
                 launcher_start_ticks=_start_ticks(launcher.pid),
                 launched_at=time.time(),
                 launch_delay_s=self.launch_delay_s,
             )
             try:
-                _write_json_atomically(layout.record_path(request.instance_id), record.to_json())
+                _write_json_atomically(layout.record_path(record.instance_id), started.to_json())
             except OSError:
                 _kill_group(launcher.pid, signal.SIGKILL)
+                layout.forget(record.instance_id)
                 raise
         with self._launchers_lock:
             self._launchers[launcher.pid] = launcher
 
     def terminate(self, cluster_name: str, instance_id: str) -> None:
-        """SIGTERM the node's process group, SIGKILL it after `terminate_grace_s`, forget it. Unknown is success."""
+        """Stop the node now: SIGTERM its process group, SIGKILL it after `terminate_grace_s`, then forget it.
+
+        Idempotent: an unknown or already stopped instance is success. Whatever carries the instance's marker is
+        killed too (a launcher whose pid never reached the instance file), and no launch of this cluster can start
+        the instance again while it is being stopped.
+        """
         layout = _ClusterLayout(self.data_dir, _checked_cluster_name(cluster_name))
-        record = layout.record(_checked_instance_id(instance_id))
-        if record is not None:
-            _stop_groups([record], grace_s=self.terminate_grace_s)
-        _kill_processes(_marked_processes(layout.cluster_dir, instance_id=instance_id))
-        self._reap_launchers()
-        layout.forget(instance_id)
+        _checked_instance_id(instance_id)
+        _checkpoint("terminate-started")
+        if not layout.cluster_dir.is_dir():
+            _kill_processes(_marked_processes(layout.cluster_dir, instance_id=instance_id))
+            return
+        with layout.locked():
+            record = layout.record(instance_id)
+            if record is not None:
+                _stop_groups([record], grace_s=self.terminate_grace_s)
+            _kill_processes(_marked_processes(layout.cluster_dir, instance_id=instance_id))
+            self._reap_launchers()
+            layout.forget(instance_id)
 
     def destroy_cluster(self, cluster_name: str) -> DestroyReport:
         """Kill whatever is left of the cluster and remove its folders. Idempotent."""
@@ -156,7 +211,12 @@ class LocalCloudProvider:
         records = layout.records()
         if records:
             _stop_groups(records, grace_s=self.terminate_grace_s)
-            removed += [f"instance {record.instance_id} (process group {record.launcher_pid})" for record in records]
+            removed += [
+                f"instance {record.instance_id} (process group {record.launcher_pid})"
+                if record.launcher_pid
+                else f"instance {record.instance_id} (launcher never recorded)"
+                for record in records
+            ]
         stragglers = _marked_processes(layout.cluster_dir)
         if stragglers:
             _kill_processes(stragglers)
@@ -206,12 +266,12 @@ class LocalCloudProvider:
     # ----------------------------------------------------------------------------------------
 
     def _start_launcher(
-        self, layout: _ClusterLayout, request: LaunchRequest, resources_json: str
+        self, layout: _ClusterLayout, request: LaunchRequest, resources_json: str, launch_id: str
     ) -> subprocess.Popen[bytes]:
         command = [
             self.python_executable,
             "-m",
-            "provisioning.local_node",
+            LAUNCHER_MODULE,
             "--instance-dir",
             str(layout.instances_dir),
             "--instance-id",
@@ -237,7 +297,7 @@ class LocalCloudProvider:
         with layout.log_path(request.instance_id).open("ab") as log:
             return subprocess.Popen(
                 command,
-                env=_node_environment(layout, request),
+                env=_node_environment(layout, request, launch_id),
                 cwd=PROJECT_ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -257,7 +317,7 @@ def cluster_processes(data_dir: Path, cluster_name: str) -> list[int]:
     """The pids of every live process of the cluster: in an instance's process group or marked as the cluster's."""
     layout = _ClusterLayout(Path(data_dir).resolve(), _checked_cluster_name(cluster_name))
     processes = _ProcessTable.read()
-    group_ids = {record.launcher_pid for record in layout.records()}
+    group_ids = {record.launcher_pid for record in layout.records() if record.launcher_pid > 0}
     in_groups = {pid for pid, group_id in processes.group_of.items() if group_id in group_ids}
     return sorted(in_groups | set(_marked_processes(layout.cluster_dir)))
 
@@ -310,10 +370,11 @@ class _InstanceRecord:
     request_id: str
     node_type: str
     is_head: bool
-    launcher_pid: int  # also the process group id: the launcher leads its group
+    launcher_pid: int  # also the process group id: the launcher leads its group; 0 until the launcher started
     launcher_start_ticks: int  # tells the launcher from a later process that reused its pid
     launched_at: float  # epoch seconds
     launch_delay_s: float
+    launch_id: str = ""  # in the launcher's environment (LAUNCH_ID_ENV); "" in files of earlier versions
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -330,6 +391,7 @@ class _InstanceRecord:
             launcher_start_ticks=int(content["launcher_start_ticks"]),
             launched_at=float(content["launched_at"]),
             launch_delay_s=float(content["launch_delay_s"]),
+            launch_id=str(content.get("launch_id", "")),
         )
 
 
@@ -400,19 +462,39 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _write_json_atomically(path: Path, content: Mapping[str, Any]) -> None:
-    partial_path = path.with_name(path.name + ".partial")
-    partial_path.write_text(json.dumps(content, indent=2, sort_keys=True))
-    os.replace(partial_path, path)
+    """A reader sees the old file or the new one, never a part, and the new one survives a crash once this returns."""
+    _write_durably(path, json.dumps(content, indent=2, sort_keys=True).encode(), mode=0o600)
 
 
 def _write_secret_atomically(path: Path, secret: str) -> None:
     """Write `secret` to a file only its owner can read; created 0600, never readable by others for a moment."""
-    partial_path = path.with_name(path.name + ".partial")
-    partial_path.unlink(missing_ok=True)
-    descriptor = os.open(partial_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as partial_file:
-        partial_file.write(secret)
-    os.replace(partial_path, path)
+    _write_durably(path, secret.encode(), mode=0o600)
+
+
+def _write_durably(path: Path, content: bytes, *, mode: int) -> None:
+    """Temp file in the same folder (created with `mode`), fsync, rename over `path`, fsync the folder."""
+    descriptor, partial_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    partial_path = Path(partial_name)
+    try:
+        os.fchmod(descriptor, mode)
+        with os.fdopen(descriptor, "wb") as partial_file:
+            partial_file.write(content)
+            partial_file.flush()
+            os.fsync(partial_file.fileno())
+        os.replace(partial_path, path)
+    except BaseException:
+        partial_path.unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def _checkpoint(step: str) -> None:
+    """Called between the steps of a launch ("record-written", "launcher-started") and when a terminate starts
+    ("terminate-started"); tests make the host die there."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,12 +528,13 @@ def _resources_json(resources: Mapping[str, float]) -> str:
     return json.dumps({name: float(amount) for name, amount in resources.items()}, sort_keys=True)
 
 
-def _node_environment(layout: _ClusterLayout, request: LaunchRequest) -> dict[str, str]:
+def _node_environment(layout: _ClusterLayout, request: LaunchRequest, launch_id: str) -> dict[str, str]:
     environment = {
         name: value
         for name, value in os.environ.items()
-        # A driver's settings in the caller's environment must not leak into the node.
-        if name not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_NODE_TYPE_NAME") and not name.startswith("RAY_LOCAL_")
+        # A driver's settings in the caller's environment must not leak into the node, nor the control plane's
+        # secrets (the key every cluster token derives from, the storage connection string): a node runs user code.
+        if name not in _NOT_FOR_NODES and not name.startswith(_NOT_FOR_NODES_PREFIXES)
     }
     python_path = [str(PROJECT_ROOT), *filter(None, environment.get("PYTHONPATH", "").split(os.pathsep))]
     environment.update(
@@ -464,14 +547,21 @@ def _node_environment(layout: _ClusterLayout, request: LaunchRequest) -> dict[st
             "RAY_enable_autoscaler_v2": "1",
             # Local clusters talk to nothing beyond loopback: no usage report to Ray's servers.
             "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_CLOUD_INSTANCE_ID": request.instance_id,
             "RAY_NODE_TYPE_NAME": request.node_type,
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN_PATH": str(layout.token_path),
-            CLUSTER_DIR_ENV: str(layout.cluster_dir),
         }
     )
-    return environment
+    # The markers come last: a process that sets its title (Ray's agents and dashboard modules do) may overwrite
+    # the start of the memory /proc/<pid>/environ shows; what comes last survives longest.
+    markers = {
+        "RAY_CLOUD_INSTANCE_ID": request.instance_id,
+        CLUSTER_DIR_ENV: str(layout.cluster_dir),
+        LAUNCH_ID_ENV: launch_id,
+    }
+    for name in markers:
+        environment.pop(name, None)
+    return {**environment, **markers}
 
 
 # --------------------------------------------------------------------------------------------
@@ -526,11 +616,13 @@ def _start_ticks(pid: int) -> int:
     return int(stat[19]) if stat is not None else 0
 
 
-def _marked_processes(cluster_dir: Path, *, instance_id: str = "") -> list[int]:
-    """Live processes whose environment marks them as the cluster's (and the instance's, when given)."""
+def _marked_processes(cluster_dir: Path, *, instance_id: str = "", launch_id: str = "") -> list[int]:
+    """Live processes whose environment marks them as the cluster's (and the instance's, the launch's, when given)."""
     wanted = {f"{CLUSTER_DIR_ENV}={cluster_dir}".encode()}
     if instance_id:
         wanted.add(f"RAY_CLOUD_INSTANCE_ID={instance_id}".encode())
+    if launch_id:
+        wanted.add(f"{LAUNCH_ID_ENV}={launch_id}".encode())
     marked = []
     for pid in _all_pids():
         if pid == os.getpid():
@@ -546,7 +638,36 @@ def _marked_processes(cluster_dir: Path, *, instance_id: str = "") -> list[int]:
     return marked
 
 
+def _find_launcher(layout: _ClusterLayout, record: _InstanceRecord) -> _InstanceRecord | None:
+    """The record with the pid of the instance's running launcher filled in, or None if no launcher of it runs.
+
+    A launcher is the leader of its own process group, runs LAUNCHER_MODULE for this instance id, and carries the
+    cluster's folder, the instance id and the record's launch id in its environment.
+    """
+    if not record.launch_id:
+        return None  # written by an earlier version, which recorded the pid with the file
+    for pid in _marked_processes(layout.cluster_dir, instance_id=record.instance_id, launch_id=record.launch_id):
+        stat = _stat_fields(pid)
+        if stat is not None and int(stat[2]) == pid and _runs_launcher_of(pid, record.instance_id):
+            return replace(record, launcher_pid=pid, launcher_start_ticks=int(stat[19]))
+    return None
+
+
+def _runs_launcher_of(pid: int, instance_id: str) -> bool:
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return (
+        LAUNCHER_MODULE.encode() in arguments
+        and b"--instance-id" in arguments[:-1]
+        and (arguments[arguments.index(b"--instance-id") + 1] == instance_id.encode())
+    )
+
+
 def _kill_group(group_id: int, signal_number: signal.Signals) -> None:
+    if group_id <= 0:
+        raise ValueError(f"refusing to signal process group {group_id}")  # killpg(0) would hit the caller's own group
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(group_id, signal_number)
 
@@ -578,7 +699,9 @@ def _stop_groups(records: Iterable[_InstanceRecord], *, grace_s: float) -> None:
 
     Only groups that are still the instances' own are signalled, never a stranger that reused a pid.
     """
-    alive = _live_groups((record.launcher_pid, record.launcher_start_ticks) for record in records)
+    alive = _live_groups(
+        (record.launcher_pid, record.launcher_start_ticks) for record in records if record.launcher_pid > 0
+    )
     for group_id, _ in alive:
         _kill_group(group_id, signal.SIGTERM)
     alive = _wait_until_gone(alive, grace_s)
@@ -588,6 +711,8 @@ def _stop_groups(records: Iterable[_InstanceRecord], *, grace_s: float) -> None:
 
 
 def _kill_group_now(record: _InstanceRecord) -> None:
+    if record.launcher_pid <= 0:
+        return  # no group was recorded: the marker scan of the caller finds its processes
     alive = _live_groups([(record.launcher_pid, record.launcher_start_ticks)])
     for group_id, _ in alive:
         _kill_group(group_id, signal.SIGKILL)

@@ -12,6 +12,10 @@ take them down if the launcher dies). The launcher plays the part of a VM:
 4. stays alive until SIGTERM, then stops its node's processes and exits. If the node dies under it (its raylet,
    GCS or head agent exits), it stops the rest too, so the instance disappears like a crashed VM.
 
+Its instance file (`<instance id>.json`, written by the provider before this process starts) is its lease: once it
+is gone (the instance was forgotten, or its cluster folder removed), the launcher starts nothing, or stops its node,
+rather than live on as a node nobody knows.
+
 Ray's settings come from the environment the provider gives this process (token auth, instance id, node type);
 the launcher never sees the cluster token itself, only the path of the file holding it.
 """
@@ -68,8 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop_requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop_requested.set())
 
-    if stop_requested.wait(args.launch_delay_s):
-        return 0  # terminated while still "provisioning": nothing was started
+    record_path = instance_dir / f"{args.instance_id}.json"
+    delay_ends = time.monotonic() + args.launch_delay_s
+    while (remaining_s := delay_ends - time.monotonic()) > 0:
+        if stop_requested.wait(min(remaining_s, NODE_WATCH_INTERVAL_S)):
+            return 0  # terminated while still "provisioning": nothing was started
+        if not record_path.exists():
+            print(f"{record_path} is gone (the instance was forgotten): nothing to start", flush=True)
+            return 0
 
     node: ray._private.node.Node | None = None
     agent: subprocess.Popen[bytes] | None = None
@@ -98,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         agent_exit_code = agent.poll() if agent is not None else None
         if dead or agent_exit_code is not None:
             print(f"node stopped by itself (dead: {dead}, agent exit code: {agent_exit_code})", flush=True)
+            break
+        if not record_path.exists():
+            # Nobody knows this instance any more (its cluster folder was removed under it): it must not live on.
+            print(f"{record_path} is gone (the instance was forgotten): stopping the node", flush=True)
             break
     _stop(node, agent)
     return 0
@@ -310,9 +324,18 @@ def _process_group_members(process_group_id: int) -> list[int]:
 
 
 def _write_json_atomically(path: Path, content: Mapping[str, Any]) -> None:
-    partial_path = path.with_name(path.name + ".partial")
-    partial_path.write_text(json.dumps(content, indent=2, sort_keys=True))
+    """Temp file, fsync, rename, fsync of the folder: a reader (the provider) never sees half a file."""
+    partial_path = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with partial_path.open("wb") as partial_file:
+        partial_file.write(json.dumps(content, indent=2, sort_keys=True).encode())
+        partial_file.flush()
+        os.fsync(partial_file.fileno())
     os.replace(partial_path, path)
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -85,6 +87,71 @@ def group_members(group_id: int) -> set[int]:
         if fields_after_name[0] != "Z" and int(fields_after_name[2]) == group_id:
             members.add(int(entry.name))
     return members
+
+
+def launchers_of(data_dir: Path, instance_id: str) -> list[int]:
+    """Pids of the live launchers (`python -m provisioning.local_node`) of one instance, found by their marker."""
+    marker = f"RAY_CLOUD_INSTANCE_ID={instance_id}".encode()
+    launchers = []
+    for pid in cluster_processes(data_dir, CLUSTER):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"provisioning.local_node" in command and marker in environment:
+            launchers.append(pid)
+    return sorted(launchers)
+
+
+def raylets_of(data_dir: Path, instance_id: str) -> list[int]:
+    marker = f"RAY_CLOUD_INSTANCE_ID={instance_id}".encode()
+    raylets = []
+    for pid in cluster_processes(data_dir, CLUSTER):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text() != "raylet\n":
+                continue
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in environment:
+            raylets.append(pid)
+    return sorted(raylets)
+
+
+# A host that launches one instance and dies by SIGKILL at one step of the launch (what kill -9 of the local host
+# does at that moment): the request comes pickled on stdin.
+DYING_HOST_SCRIPT = """
+import os, pickle, signal, sys
+import provisioning.local as local
+data_dir, crash_step, launch_delay_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
+def checkpoint(step):
+    if step == crash_step:
+        os.kill(os.getpid(), signal.SIGKILL)
+local._checkpoint = checkpoint
+local.LocalCloudProvider(data_dir, launch_delay_s=launch_delay_s).launch(pickle.load(sys.stdin.buffer))
+"""
+
+
+def launch_in_a_host_killed_at(data_dir: Path, step: str, request: LaunchRequest, launch_delay_s: float) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-c", DYING_HOST_SCRIPT, str(data_dir), step, repr(launch_delay_s)],
+        input=pickle.dumps(request),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == -signal.SIGKILL, completed.stderr.decode(errors="replace")[-3000:]
+
+
+def describe_process(pid: int) -> str:
+    """Its command line and /proc stat (state, parent, group, session), for a failure message."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError as error:
+        return f"gone ({error.strerror})"
+    return f"{command[:300]} | stat: {stat[:120]}"
 
 
 def run_driver(provider: LocalCloudProvider, ray_address: str, script: str) -> str:
@@ -229,6 +296,120 @@ def test_terminate_during_the_launch_delay_leaves_no_process(tmp_path: Path) -> 
     provider.destroy_cluster(CLUSTER)
 
 
+def test_the_instance_file_is_written_before_the_launcher_starts(tmp_path: Path) -> None:
+    launch_in_a_host_killed_at(tmp_path, "record-written", launch_request("crash-1", is_head=True), 600.0)
+    try:
+        record = json.loads((tmp_path / "clusters" / CLUSTER / "instances" / "crash-1.json").read_text())
+        assert record["instance_id"] == "crash-1"
+        assert record["launcher_pid"] == 0
+        assert launchers_of(tmp_path, "crash-1") == []
+        assert LocalCloudProvider(tmp_path).list_instances(CLUSTER) == []  # nothing runs: nothing is listed
+    finally:
+        LocalCloudProvider(tmp_path).destroy_cluster(CLUSTER)
+
+
+@pytest.mark.parametrize("crash_step", ["record-written", "launcher-started"])
+def test_a_host_killed_during_a_launch_then_restarted_runs_one_launcher_for_the_instance(
+    tmp_path: Path, crash_step: str
+) -> None:
+    request = launch_request("crash-2", is_head=True)
+    launch_in_a_host_killed_at(tmp_path, crash_step, request, 600.0)
+    started_before_crash = launchers_of(tmp_path, "crash-2")
+    assert len(started_before_crash) == (1 if crash_step == "launcher-started" else 0)
+    restarted = LocalCloudProvider(tmp_path, launch_delay_s=600.0)
+    try:
+        if started_before_crash:  # listed from the start: the launcher is found by its marker
+            (instance,) = restarted.list_instances(CLUSTER)
+            assert instance.cloud_instance_id == str(started_before_crash[0])
+
+        restarted.launch(request)  # the reconciler's retry of a launch whose outcome it never saved
+        (launcher,) = launchers_of(tmp_path, "crash-2")
+        if started_before_crash:
+            assert [launcher] == started_before_crash  # adopted, not started again
+        restarted.launch(request)
+        LocalCloudProvider(tmp_path, launch_delay_s=600.0).launch(request)
+        assert launchers_of(tmp_path, "crash-2") == [launcher]
+        (instance,) = restarted.list_instances(CLUSTER)
+        assert (instance.instance_id, instance.state, instance.cloud_instance_id) == (
+            "crash-2",
+            CloudState.PENDING,
+            str(launcher),
+        )
+        record = json.loads((tmp_path / "clusters" / CLUSTER / "instances" / "crash-2.json").read_text())
+        assert record["launcher_pid"] == launcher
+
+        restarted.terminate(CLUSTER, "crash-2")
+        assert cluster_processes(tmp_path, CLUSTER) == []
+        assert restarted.list_instances(CLUSTER) == []
+    finally:
+        restarted.destroy_cluster(CLUSTER)
+
+
+def test_terminate_of_a_launcher_that_never_reached_the_instance_file_stops_it_and_is_idempotent(
+    tmp_path: Path,
+) -> None:
+    launch_in_a_host_killed_at(tmp_path, "launcher-started", launch_request("crash-3", is_head=True), 600.0)
+    (launcher,) = launchers_of(tmp_path, "crash-3")
+    provider = LocalCloudProvider(tmp_path)
+    try:
+        started_at = time.monotonic()
+        provider.terminate(CLUSTER, "crash-3")
+        assert time.monotonic() - started_at < provider.terminate_grace_s + 5.0
+        assert launchers_of(tmp_path, "crash-3") == []
+        assert group_members(launcher) == set()
+        assert provider.list_instances(CLUSTER) == []
+        provider.terminate(CLUSTER, "crash-3")  # again: success, nothing to do
+        provider.terminate(CLUSTER, "never-launched")
+        provider.terminate("no-such-cluster", "never-launched")
+        assert not (tmp_path / "clusters" / "no-such-cluster").exists()
+    finally:
+        provider.destroy_cluster(CLUSTER)
+
+
+def test_instance_files_are_complete_json_written_without_leftovers(tmp_path: Path) -> None:
+    provider = LocalCloudProvider(tmp_path, launch_delay_s=600.0)
+    try:
+        provider.launch(launch_request("durable-1", is_head=True))
+        instances_dir = tmp_path / "clusters" / CLUSTER / "instances"
+        assert sorted(path.name for path in instances_dir.iterdir()) == ["durable-1.json"]
+        record = json.loads((instances_dir / "durable-1.json").read_text())
+        assert record["launcher_pid"] == launchers_of(tmp_path, "durable-1")[0]
+        assert record["launch_id"]
+        assert stat.S_IMODE((instances_dir / "durable-1.json").stat().st_mode) == 0o600
+    finally:
+        provider.destroy_cluster(CLUSTER)
+
+
+def test_a_launcher_whose_cluster_folder_was_removed_stops_by_itself(tmp_path: Path) -> None:
+    # E.g. a test session's temporary folder pruned under it: its node must not start 10 minutes later, unknown.
+    provider = LocalCloudProvider(tmp_path, launch_delay_s=600.0)
+    try:
+        provider.launch(launch_request("lease-1", is_head=True))
+        (launcher,) = launchers_of(tmp_path, "lease-1")
+        shutil.rmtree(tmp_path / "clusters" / CLUSTER)
+        deadline = time.monotonic() + 10.0
+        while group_members(launcher) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert group_members(launcher) == set()
+    finally:
+        provider.destroy_cluster(CLUSTER)
+
+
+def test_no_secret_of_the_control_plane_reaches_a_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLUSTER_TOKEN_KEY", "key-0123456789abcdef0123456789abcdef")
+    monkeypatch.setenv("AzureWebJobsStorage", "DefaultEndpointsProtocol=http;AccountKey=c2VjcmV0")
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "client-secret")
+    provider = LocalCloudProvider(tmp_path, launch_delay_s=600.0)
+    try:
+        provider.launch(launch_request("secrets-1", is_head=True))
+        (launcher,) = launchers_of(tmp_path, "secrets-1")
+        environment = Path(f"/proc/{launcher}/environ").read_bytes()
+        for secret in (b"key-0123456789abcdef", b"c2VjcmV0", b"client-secret", TOKEN.encode()):
+            assert secret not in environment
+    finally:
+        provider.destroy_cluster(CLUSTER)
+
+
 # --------------------------------------------------------------------------------------------
 # The shared Ray cluster
 # --------------------------------------------------------------------------------------------
@@ -313,7 +494,8 @@ def test_every_socket_of_the_cluster_listens_on_loopback_only(local_cluster: Loc
 @pytest.mark.ray
 def test_every_process_of_the_cluster_is_in_an_instance_process_group(local_cluster: LocalCluster) -> None:
     in_groups = set().union(*(group_members(pid) for pid in local_cluster.pids_by_instance.values()))
-    assert set(cluster_processes(local_cluster.data_dir, CLUSTER)) <= in_groups
+    outside = set(cluster_processes(local_cluster.data_dir, CLUSTER)) - in_groups
+    assert not outside, {pid: describe_process(pid) for pid in outside}
 
 
 @pytest.mark.ray
@@ -321,6 +503,26 @@ def test_a_new_provider_on_the_same_data_dir_lists_the_same_instances(local_clus
     restarted = LocalCloudProvider(local_cluster.data_dir)
     assert restarted.list_instances(CLUSTER) == local_cluster.provider.list_instances(CLUSTER)
     assert len(restarted.list_instances(CLUSTER)) == 5
+
+
+@pytest.mark.ray
+def test_a_worker_whose_host_was_killed_after_starting_its_launcher_runs_one_raylet_after_the_retry(
+    local_cluster: LocalCluster,
+) -> None:
+    request = launch_request("crash-ray-1", head_address=local_cluster.head.ray_address, resources={"CPU": 1})
+    launch_in_a_host_killed_at(local_cluster.data_dir, "launcher-started", request, 0.0)
+    restarted = LocalCloudProvider(local_cluster.data_dir)
+    try:
+        restarted.launch(request)
+        wait_until_running(restarted, CLUSTER, "crash-ray-1")
+        # Ray is up: had a second launcher been started, its raylet would be up by now too.
+        time.sleep(2.0)
+        assert len(launchers_of(local_cluster.data_dir, "crash-ray-1")) == 1
+        assert len(raylets_of(local_cluster.data_dir, "crash-ray-1")) == 1
+    finally:
+        restarted.terminate(CLUSTER, "crash-ray-1")
+    assert launchers_of(local_cluster.data_dir, "crash-ray-1") == []
+    assert raylets_of(local_cluster.data_dir, "crash-ray-1") == []
 
 
 @pytest.mark.ray
