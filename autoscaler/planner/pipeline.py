@@ -27,6 +27,7 @@ from autoscaler.planner.scale_down import (
     ScaleDownRule,
     ScaleDownView,
     apply_rules,
+    needed_from,
 )
 from autoscaler.planner.scale_up import Cluster, ScaleUp, Tick
 from autoscaler.planner.scoring import Strategy, is_acceptable, is_better
@@ -189,9 +190,8 @@ def _ray_slot(resources: Resources, node: RayNode, node_type: str, kind: Kind, c
 def _scale_down_and_assemble(
     tick: Tick, chosen: ScaleUp, view: ScaleDownView, rules: Sequence[ScaleDownRule], ray: RayState | None
 ) -> ScalingPlan:
-    needed = {slot.instance_id: slot.needed for slot in chosen.slots if slot.instance_id}
-    for candidate in view.candidates:
-        candidate.needed = needed.get(candidate.instance_id, False)
+    """The rules after placement, on the chosen pass's placement and counts; then the plan, with every note once."""
+    needed_from({slot.instance_id: slot.needed for slot in chosen.slots if slot.instance_id}, view)
     view.counts = dict(chosen.counts)
     before_notes = list(view.notes)
     view.notes.clear()
