@@ -1,15 +1,17 @@
-"""The cluster config: Ray's cluster YAML (Azure flavour, legacy keys included) as frozen pydantic models.
+"""The cluster config: Ray's cluster YAML (legacy keys included) as frozen pydantic models.
 
-A config is parsed and validated once, here, at the boundary; everything downstream trusts it.
+A config is parsed and validated once, here, at the boundary; everything downstream trusts it. What is a cloud's own
+(the `provider` section's model, the defaults, the rules on `node_config`) comes from the plugin its `provider.type`
+names (autoscaler/plugins.py; Azure's is provisioning/azure/plugin.py).
 The story of `parse_cluster_config`:
 
 1. read the body (YAML or JSON) with limits on size, nesting and alias expansion;
 2. check that the document is plain JSON-like data (string keys, finite numbers, no dates or bytes);
 3. sort every key into "used", "ignored" (only meaningful to Ray's SSH-driven launcher) or "unknown" (an error);
-4. fill what the config leaves out as Ray does (`fillout_defaults` over the provider's `defaults.yaml`,
+4. fill what the config leaves out as Ray does (`fillout_defaults` over the plugin's copy of Ray's `defaults.yaml`,
    legacy `head_node`/`worker_nodes` rewritten into node types, per-type worker bounds filled);
-5. validate field by field with pydantic, then the rules that span fields (head type exists, min <= max, ...),
-   collecting every failing path before raising one `ConfigError`.
+5. validate field by field with pydantic, then the rules that span fields (head type exists, min <= max, ...) and
+   the plugin's rules, collecting every failing path before raising one `ConfigError`.
 
 Paths are dotted; a key that is not a plain identifier is shown in brackets, so the worker bound of the
 default worker type reads `available_node_types['ray.worker.default'].max_workers`.
@@ -205,19 +207,6 @@ _RESERVED_SSH_USERS = frozenset(
 # Azure accepts only RSA (2048 bits or more) and Ed25519 public keys for Linux VMs (Compute answers InvalidParameter).
 _SSH_KEY_TYPES = frozenset({"ssh-rsa", "ssh-ed25519"})
 MIN_RSA_KEY_BITS = 2048
-# osDisk.managedDisk.storageAccountType values (Compute's StorageAccountTypes).
-OsDiskType = Literal[
-    "Standard_LRS", "Premium_LRS", "StandardSSD_LRS", "UltraSSD_LRS", "Premium_ZRS", "StandardSSD_ZRS", "PremiumV2_LRS"
-]
-
-_GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-_VM_SIZE = re.compile(r"[A-Za-z0-9_]{1,64}")
-# A managed image, a Compute Gallery image definition (latest version) or one of its versions.
-_IMAGE_ID = re.compile(
-    rf"/subscriptions/{_GUID}/resourceGroups/[-\w.()]{{1,90}}/providers/Microsoft\.Compute/"
-    r"(images/[^/]+|galleries/[^/]+/images/[^/]+(/versions/[^/]+)?)",
-    re.IGNORECASE,
-)
 
 
 def is_valid_cluster_name(name: str) -> bool:
@@ -287,50 +276,6 @@ class _Frozen(BaseModel):
         return data
 
 
-class BillingProfile(_Frozen):
-    maxPrice: float  # USD per hour; -1 means "never evict for price"
-
-    @field_validator("maxPrice")
-    @classmethod
-    def _price_is_cap_or_unlimited(cls, value: float) -> float:
-        if value != -1 and value <= 0:
-            raise ValueError("must be -1 (pay up to the on-demand price) or a price > 0")
-        return value
-
-
-class AzureArmParameters(BaseModel):
-    """`node_config.azure_arm_parameters`: what the VM is made of. Unknown keys are kept for the renderer."""
-
-    model_config = ConfigDict(frozen=True, extra="allow", strict=True, allow_inf_nan=False)
-
-    vmSize: str = Field(pattern=f"^{_VM_SIZE.pattern}$")
-    imagePublisher: str | None = Field(default=None, min_length=1)
-    imageOffer: str | None = Field(default=None, min_length=1)
-    imageSku: str | None = Field(default=None, min_length=1)
-    imageVersion: str | None = Field(default=None, min_length=1)
-    imageId: str | None = None  # overrides the four image fields, as in Ray
-    priority: Literal["Regular", "Spot", "Low"] = "Regular"
-    evictionPolicy: Literal["Delete", "Deallocate"] | None = None
-    billingProfile: BillingProfile | None = None
-    osDiskSizeGB: int | None = Field(default=None, gt=0, le=4095)
-    osDiskType: OsDiskType | None = None
-
-    @field_validator("imageId")
-    @classmethod
-    def _image_resource_id(cls, value: str | None) -> str | None:
-        if value is not None and not _IMAGE_ID.fullmatch(value):
-            raise ValueError(
-                "must be the resource id of a managed image or a Compute Gallery image (version): /subscriptions/"
-                "<guid>/resourceGroups/<group>/providers/Microsoft.Compute/galleries/<gallery>/images/<image>"
-                "[/versions/<version>]"
-            )
-        return value
-
-    @property
-    def is_spot(self) -> bool:
-        return self.priority in ("Spot", "Low")
-
-
 class NodeTypeConfig(_Frozen):
     """One entry of `available_node_types`, with our planner extensions."""
 
@@ -360,9 +305,10 @@ class NodeTypeConfig(_Frozen):
             raise ValueError("resource names must not be empty")
         return resources
 
-    def azure_arm_parameters(self) -> AzureArmParameters | None:
-        parameters = self.node_config.get("azure_arm_parameters")
-        return None if parameters is None else AzureArmParameters.model_validate(parameters)
+
+ConfigModel = _Frozen
+"""The base of the config's models, for plugins' models too: frozen, strict, unknown keys refused at the API and
+dropped from stored configs."""
 
 
 class ProviderConfig(_Frozen):

@@ -19,11 +19,11 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from autoscaler.config import (
-    AzureArmParameters,
     ClusterConfig,
+    ConfigModel,
     FieldAdjustment,
     FieldError,
     FieldErrors,
@@ -163,6 +163,74 @@ def azure_provider(config: ClusterConfig) -> AzureProviderConfig:
     if not isinstance(config.provider, AzureProviderConfig):
         raise InvalidRequestError(f"provider type {config.provider.type!r} is not azure")
     return config.provider
+
+
+# --------------------------------------------------------------------------------------------
+# A node type's VM: `node_config.azure_arm_parameters`
+# --------------------------------------------------------------------------------------------
+
+# osDisk.managedDisk.storageAccountType values (Compute's StorageAccountTypes).
+OsDiskType = Literal[
+    "Standard_LRS", "Premium_LRS", "StandardSSD_LRS", "UltraSSD_LRS", "Premium_ZRS", "StandardSSD_ZRS", "PremiumV2_LRS"
+]
+
+_VM_SIZE = re.compile(r"[A-Za-z0-9_]{1,64}")
+# A managed image, a Compute Gallery image definition (latest version) or one of its versions.
+_IMAGE_ID = re.compile(
+    rf"/subscriptions/{_GUID}/resourceGroups/[-\w.()]{{1,90}}/providers/Microsoft\.Compute/"
+    r"(images/[^/]+|galleries/[^/]+/images/[^/]+(/versions/[^/]+)?)",
+    re.IGNORECASE,
+)
+
+
+class BillingProfile(ConfigModel):
+    maxPrice: float  # USD per hour; -1 means "never evict for price"
+
+    @field_validator("maxPrice")
+    @classmethod
+    def _price_is_cap_or_unlimited(cls, value: float) -> float:
+        if value != -1 and value <= 0:
+            raise ValueError("must be -1 (pay up to the on-demand price) or a price > 0")
+        return value
+
+
+class AzureArmParameters(BaseModel):
+    """`node_config.azure_arm_parameters`: what the VM is made of. Unknown keys are kept for the renderer."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", strict=True, allow_inf_nan=False)
+
+    vmSize: str = Field(pattern=f"^{_VM_SIZE.pattern}$")
+    imagePublisher: str | None = Field(default=None, min_length=1)
+    imageOffer: str | None = Field(default=None, min_length=1)
+    imageSku: str | None = Field(default=None, min_length=1)
+    imageVersion: str | None = Field(default=None, min_length=1)
+    imageId: str | None = None  # overrides the four image fields, as in Ray
+    priority: Literal["Regular", "Spot", "Low"] = "Regular"
+    evictionPolicy: Literal["Delete", "Deallocate"] | None = None
+    billingProfile: BillingProfile | None = None
+    osDiskSizeGB: int | None = Field(default=None, gt=0, le=4095)
+    osDiskType: OsDiskType | None = None
+
+    @field_validator("imageId")
+    @classmethod
+    def _image_resource_id(cls, value: str | None) -> str | None:
+        if value is not None and not _IMAGE_ID.fullmatch(value):
+            raise ValueError(
+                "must be the resource id of a managed image or a Compute Gallery image (version): /subscriptions/"
+                "<guid>/resourceGroups/<group>/providers/Microsoft.Compute/galleries/<gallery>/images/<image>"
+                "[/versions/<version>]"
+            )
+        return value
+
+    @property
+    def is_spot(self) -> bool:
+        return self.priority in ("Spot", "Low")
+
+
+def node_arm_parameters(node_type: NodeTypeConfig) -> AzureArmParameters | None:
+    """The node type's `node_config.azure_arm_parameters`, or None when it has none (a local node type)."""
+    parameters = node_type.node_config.get("azure_arm_parameters")
+    return None if parameters is None else AzureArmParameters.model_validate(parameters)
 
 
 # Keys of Ray's provider schema and of Ray's Azure provider that this control plane does not use
@@ -386,7 +454,7 @@ def place(config: ClusterConfig, clusters_group: str) -> tuple[ClusterConfig, li
             )
         )
     for name, node_type in config.available_node_types.items():
-        parameters = node_type.azure_arm_parameters()
+        parameters = node_arm_parameters(node_type)
         if parameters is not None and parameters.priority == "Low":
             adjustments.append(
                 FieldAdjustment(
@@ -459,7 +527,7 @@ def vm_size_price(vm_size: str, *, gpus: float, cpus: float, is_spot: bool) -> f
 
 def azure_node_price(node_type: NodeTypeConfig) -> tuple[float, str] | None:
     """The price class of the node type's VM size (and priority), with where it came from; None without a size."""
-    parameters = node_type.azure_arm_parameters()
+    parameters = node_arm_parameters(node_type)
     if parameters is None:
         return None
     cpus = float(node_type.resources.get("CPU", 0.0))

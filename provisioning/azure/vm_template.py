@@ -12,7 +12,7 @@ import hashlib
 import re
 from typing import Any
 
-from autoscaler.config import AzureArmParameters, ClusterConfig
+from autoscaler.config import ClusterConfig
 from autoscaler.model import LaunchRequest
 from autoscaler.ports import InvalidRequestError
 from provisioning.azure.cloud_init import NodeBootSpec, render_custom_data
@@ -24,6 +24,7 @@ from provisioning.azure.network import (
     TAG_NODE_TYPE,
     TAG_REQUEST,
 )
+from provisioning.azure.plugin import AzureArmParameters
 from provisioning.azure.ssh import derived_public_key
 
 TAG_NODE_KIND = "ray-node-kind"  # "head" or "worker": the head's node type may also be launched as a worker

@@ -34,7 +34,7 @@ from autoscaler.config import (
     is_valid_cluster_name,
     parse_cluster_config,
 )
-from provisioning.azure.plugin import AZURE_DEFAULTS, AzureProviderConfig
+from provisioning.azure.plugin import AZURE_DEFAULTS, AzureProviderConfig, node_arm_parameters
 
 EXAMPLE_FULL = Path(__file__).resolve().parents[1] / "data" / "example-full.yaml"
 RAY_AUTOSCALER_DIR = Path(__file__).resolve().parents[2] / ".venv/lib/python3.11/site-packages/ray/autoscaler"
@@ -718,7 +718,7 @@ def test_example_full_parses_unchanged_with_launcher_fields_ignored():
     worker = config.available_node_types["ray.worker.default"]
     assert (head.min_workers, head.max_workers) == (0, 0)  # Ray fills the head type's max with 0
     assert (worker.min_workers, worker.max_workers) == (0, 2)
-    worker_vm = worker.azure_arm_parameters()
+    worker_vm = node_arm_parameters(worker)
     assert worker_vm is not None
     assert worker_vm.is_spot
     assert worker_vm.vmSize == "Standard_D2s_v3"
@@ -927,13 +927,13 @@ def test_commands_for_combine_the_lists_as_ray_does():
 
 def test_node_type_gives_its_azure_arm_parameters():
     config = parse_cluster_config(changed(BASE, (arm(CPU, "billingProfile"), {"maxPrice": -1}))).config
-    parameters = config.available_node_types[CPU].azure_arm_parameters()
+    parameters = node_arm_parameters(config.available_node_types[CPU])
     assert parameters is not None
     assert parameters.is_spot
     assert parameters.billingProfile is not None
     assert parameters.billingProfile.maxPrice == -1
     local = parse_cluster_config({"provider": {"type": "local"}}).config
-    assert local.available_node_types["ray.worker.default"].azure_arm_parameters() is None
+    assert node_arm_parameters(local.available_node_types["ray.worker.default"]) is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -1366,7 +1366,7 @@ def test_date_like_yaml_values_stay_text():
         "{vmSize: Standard_D2s_v3, imagePublisher: p, imageOffer: o, imageSku: s, imageVersion: 2024-01-01}}}\n"
         "head_node_type: head\n"
     )
-    parameters = parse_cluster_config(body).config.available_node_types["head"].azure_arm_parameters()
+    parameters = node_arm_parameters(parse_cluster_config(body).config.available_node_types["head"])
     assert parameters is not None
     assert parameters.imageVersion == "2024-01-01"
 
@@ -1374,6 +1374,6 @@ def test_date_like_yaml_values_stay_text():
 def test_arm_parameters_we_do_not_model_are_kept_for_the_renderer():
     body = changed(BASE, (arm(CPU, "enableAcceleratedNetworking"), True), (arm(CPU, "availability_zone"), "none"))
     config = ClusterConfig.from_json(parse_cluster_config(body).config.to_json())
-    parameters = config.available_node_types[CPU].azure_arm_parameters()
+    parameters = node_arm_parameters(config.available_node_types[CPU])
     assert parameters is not None
     assert parameters.model_extra == {"enableAcceleratedNetworking": True, "availability_zone": "none"}
