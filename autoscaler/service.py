@@ -1,6 +1,8 @@
 """Use cases behind the triggers: create / get / list / destroy / request-reconcile / tick / poison.
 
-Handlers in function_app.py parse input, call one method here and map the domain errors below to HTTP responses.
+Handlers in function_app.py parse input and call one method here. The use cases speak the domain: their errors
+(below) say what went wrong, with no HTTP status; function_app.py alone answers them as problem+json. What differs
+by cloud (placement, whether it may run here, SSH) is asked of the cluster's plugin (autoscaler/plugins.py).
 """
 
 from __future__ import annotations
