@@ -195,6 +195,11 @@ NODE_TYPE_NAME_RULE = "must be 1-64 characters of letters, digits, '.', '_' and 
 _NODE_TYPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 _SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+# Ray's node label rules (ray/_private/label_utils.py LABEL_REGEX, LABEL_PREFIX_REGEX).
+_LABEL_PART = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL = re.compile(_LABEL_PART)
+_LABEL_PREFIX = re.compile(rf"{_LABEL_PART}(\.{_LABEL_PART})*")
+_RAY_LABEL_PREFIX = "ray.io/"
 # Azure refuses these admin user names for Linux VMs.
 _RESERVED_SSH_USERS = frozenset(
     {
@@ -293,6 +298,29 @@ class NodeTypeConfig(_Frozen):
     cost: float | None = Field(default=None, ge=0)  # relative price per hour, to prefer cheaper types
     fallback: str | None = None  # the worker type to try when this one has no capacity
 
+    @field_validator("labels")
+    @classmethod
+    def _ray_label_rules(cls, labels: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        """Ray 2.60's label rules (ray/_private/label_utils.py): a node started with a label Ray refuses would not
+        start at all."""
+        if _reading_stored(info):
+            return labels
+        for key, value in labels.items():
+            prefix, _, name = key.rpartition("/")
+            if key.startswith(_RAY_LABEL_PREFIX):
+                raise ValueError(f"label key {key!r}: the prefix {_RAY_LABEL_PREFIX!r} is reserved for Ray")
+            if (prefix and (len(prefix) > 253 or not _LABEL_PREFIX.fullmatch(prefix))) or not _LABEL.fullmatch(name):
+                raise ValueError(
+                    f"label key {key!r}: at most 63 letters, digits, '-', '_' or '.', starting and ending with a "
+                    "letter or digit, optionally after a DNS prefix and '/'"
+                )
+            if value and not _LABEL.fullmatch(value):
+                raise ValueError(
+                    f"label {key!r}: value {value!r} must be at most 63 letters, digits, '-', '_' or '.', starting and "
+                    "ending with a letter or digit"
+                )
+        return labels
+
     @field_validator("resources")
     @classmethod
     def _resources_not_negative(cls, resources: dict[str, float], info: ValidationInfo) -> dict[str, float]:
@@ -372,6 +400,9 @@ class ClusterConfig(_Frozen):
     max_workers: int = Field(ge=0, le=MAX_WORKERS_LIMIT)
     upscaling_speed: float = Field(ge=0)
     idle_timeout_minutes: float = Field(ge=0)
+    # Ours: Ray's AUTOSCALER_CONSERVE_GPU_NODES, per cluster. True (Ray's default): demand that asks for no GPU goes
+    # to GPU node types only when no other type fits it.
+    conserve_gpu_nodes: bool = True
     provider: SerializeAsAny[ProviderConfig]  # dumped as the plugin's model, with all its fields
     auth: AuthConfig
     available_node_types: dict[str, NodeTypeConfig] = Field(min_length=1)

@@ -145,6 +145,8 @@ class LaunchRequest:
     head_address: str = ""  # GCS host:port of the head; set for workers
     control_plane_url: str = ""  # where the head agent sends wake-ups
     availability_zone: str = ""  # chosen by the shell (round-robin)
+    # The node type's labels: the node starts with them, so Ray places label-selector demand on it.
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------

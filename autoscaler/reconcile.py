@@ -684,6 +684,7 @@ def _launch(
         head_address=head_cloud.ray_address if head_cloud is not None and not record.is_head else "",
         control_plane_url=deps.control_plane_url,
         availability_zone=record.availability_zone,
+        labels=dict(node_type.labels),
     )
     try:
         provider.launch(request)

@@ -115,9 +115,15 @@ class ClusterView(_View):
     nodes: list[NodeView]
     nodes_by_status: dict[str, int]
     pending_demand: list[dict[str, Any]] = Field(
-        default_factory=list, description="Ray's pending demand at the last tick: [{shape, count}]."
+        default_factory=list, description="Ray's pending demand at the last tick: [{shape, count, label_selectors?}]."
     )
     infeasible: list[dict[str, Any]] = Field(default_factory=list)
+    waiting: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Feasible demand the last tick launched nothing for, and why: [{shape, count, source, cause, "
+        "node_types, reason}]; source is pending, placement_group or request_resources; cause is max_workers, "
+        "global_max_workers, unavailable or existing_node.",
+    )
     last_decision: DecisionView
     unavailable_node_types: list[UnavailableView] = Field(default_factory=list)
     ignored_fields: list[str] = Field(default_factory=list)
@@ -173,6 +179,7 @@ class ClusterView(_View):
             nodes_by_status=by_status,
             pending_demand=observation.get("pending", []),
             infeasible=observation.get("infeasible", []),
+            waiting=observation.get("waiting", []),
             last_decision=DecisionView(at=decision.get("at"), reasons=decision.get("reasons", [])),
             unavailable_node_types=[
                 UnavailableView(node_type=u.node_type, until=u.until, reason=u.reason) for u in record.unavailable

@@ -21,7 +21,7 @@ import gzip
 import json
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
@@ -56,6 +56,7 @@ class NodeBootSpec:
     head_address: str = ""  # GCS host:port; workers only
     control_plane_url: str = ""  # head only: where the agent sends wake-ups
     ray_version: str = DEFAULT_RAY_VERSION
+    labels: Mapping[str, str] = field(default_factory=dict)  # the node type's labels, for Ray's label selectors
 
 
 def ray_start_arguments(spec: NodeBootSpec) -> list[str]:
@@ -97,6 +98,9 @@ def ray_start_arguments(spec: NodeBootSpec) -> list[str]:
             custom[name] = amount
     if custom:
         arguments.append(f"--resources={json.dumps(custom, sort_keys=True, separators=(',', ':'))}")
+    if spec.labels:
+        # Ray 2.60's `ray start --labels "key1=val1,key2=val2"` (ray/_private/label_utils.parse_node_labels_string).
+        arguments.append("--labels=" + ",".join(f"{key}={value}" for key, value in sorted(spec.labels.items())))
     return [shlex.quote(argument) for argument in arguments]
 
 

@@ -99,6 +99,7 @@ class VmTemplate:
             setup_commands=commands.setup,
             head_address=request.head_address,
             control_plane_url=request.control_plane_url,
+            labels=request.labels,
         )
 
     def wants_public_ip(self, request: LaunchRequest) -> bool:

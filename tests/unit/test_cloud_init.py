@@ -397,3 +397,15 @@ def test_units_and_the_old_systemd_drop_in_parse_cleanly(
     )
     complaints = [line for line in verified.stderr.splitlines() if "ray" in line or "Unknown" in line]
     assert (verified.returncode, complaints) == (0, [])
+
+
+def test_a_node_starts_with_its_types_labels_in_rays_key_value_form() -> None:
+    arguments = cloud_init.ray_start_arguments(boot_spec(is_head=False, labels={"zone": "1", "team.io/accel": "none"}))
+
+    assert "--labels=team.io/accel=none,zone=1" in arguments
+
+
+def test_a_node_without_labels_gets_no_labels_argument() -> None:
+    assert not any(
+        argument.startswith("--labels") for argument in cloud_init.ray_start_arguments(boot_spec(is_head=False))
+    )

@@ -308,6 +308,22 @@ INVALID_CASES: list[Any] = [
         {arm_path(CPU, "imageId")},
         id="image-id-not-a-resource-id",
     ),
+    # Ray's node label rules: a node started with a label Ray refuses would not start.
+    pytest.param(
+        changed(BASE, (node(CPU, "labels"), {"ray.io/accelerator": "x"})),
+        None,
+        {node_path(CPU, "labels")},
+        id="label-key-reserved-by-ray",
+    ),
+    pytest.param(
+        changed(BASE, (node(CPU, "labels"), {"zone": "a,b"})),
+        None,
+        {node_path(CPU, "labels")},
+        id="label-value-with-a-comma",
+    ),
+    pytest.param(
+        changed(BASE, (node(CPU, "labels"), {"-bad": "x"})), None, {node_path(CPU, "labels")}, id="label-key-invalid"
+    ),
     pytest.param(changed(BASE, (("auth", "ssh_user"), "root")), None, {"auth.ssh_user"}, id="ssh-user-reserved"),
     pytest.param(changed(BASE, (("auth", "ssh_user"), "Ubuntu User")), None, {"auth.ssh_user"}, id="ssh-user-invalid"),
     pytest.param(changed(BASE, (("auth", "password"), "x")), None, {"auth.password"}, id="auth-unknown-field"),
