@@ -1,6 +1,6 @@
 """`AzureCloudProvider`: cluster VMs on Azure, through azure-mgmt-compute and azure-mgmt-network.
 
-Contracts are provisioning/cloud.py's. The work is split by what changes together:
+Contracts are the CloudProvider port's (autoscaler/ports.py). The work is split by what changes together:
 - clients.py: the ARM clients and their bounded retries;
 - vm_template.py: the VM one launch PUTs (NIC and public IP inline, deleteOption Delete, no identity, tags);
 - instances.py: list (ONE read per tick), launch (ONE write), terminate, and what is remembered between ticks;

@@ -1,4 +1,4 @@
-"""Reusable contract checks for `CloudProvider` implementations (provisioning/cloud.py's contracts).
+"""Reusable contract checks for `CloudProvider` implementations (the contracts of autoscaler/ports.py).
 
 How to use, for any provider:
 
