@@ -138,6 +138,17 @@ def get_cluster(req: func.HttpRequest) -> func.HttpResponse:
     return _handle(lambda: _json(_service().get_cluster(_checked_name(req))))
 
 
+@app.function_name(name="update_cluster")
+@app.route(route="clusters/{name}", methods=["PUT"])
+def update_cluster(req: func.HttpRequest) -> func.HttpResponse:
+    def run() -> func.HttpResponse:
+        name = _checked_name(req)
+        updated = _service().update_cluster(name, req.get_body(), req.headers.get("content-type"))
+        return _json(updated, status=202, headers={"Location": _service().location(name)})
+
+    return _handle(run)
+
+
 @app.function_name(name="destroy_cluster")
 @app.route(route="clusters/{name}", methods=["DELETE"])
 def destroy_cluster(req: func.HttpRequest) -> func.HttpResponse:

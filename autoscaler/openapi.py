@@ -34,6 +34,7 @@ def openapi_document() -> dict[str, Any]:
         CreateResponse,
         Health,
         Problem,
+        UpdateResponse,
         WakeRequest,
     )
 
@@ -43,6 +44,7 @@ def openapi_document() -> dict[str, Any]:
         ClusterList,
         ClusterView,
         AcceptedResponse,
+        UpdateResponse,
         WakeRequest,
         Health,
         Problem,
@@ -122,6 +124,38 @@ def openapi_document() -> dict[str, Any]:
                         "200": _response("Status, head, nodes, decision, events, failures", "ClusterView"),
                         "401": no_function_key,
                         "404": not_found,
+                        **common,
+                    },
+                },
+                "put": {
+                    "operationId": "updateCluster",
+                    "summary": "Apply a new config to an existing cluster",
+                    "description": "Limits and node types change on the next tick; workers whose node config "
+                    "changed are replaced once idle. A change of the head (head_node_type, or what the head VM is "
+                    "made of) is refused with 409. The same config again changes nothing.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": _ref("ClusterConfig")},
+                            "application/yaml": {"schema": _ref("ClusterConfig")},
+                        },
+                    },
+                    "responses": {
+                        "202": _response("Accepted: applied on the next tick", "UpdateResponse"),
+                        "400": _response(
+                            "Invalid config (the same rules as the create), or one naming another cluster; "
+                            "`errors` names every failing field",
+                            "Problem",
+                            PROBLEM,
+                        ),
+                        "401": no_function_key,
+                        "404": not_found,
+                        "409": _response(
+                            "The update changes the head, the cluster is being deleted, or it kept changing",
+                            "Problem",
+                            PROBLEM,
+                        ),
+                        "413": _response("The config is too large", "Problem", PROBLEM),
                         **common,
                     },
                 },

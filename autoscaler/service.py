@@ -22,6 +22,7 @@ from autoscaler.config import (
     ConfigError,
     FieldAdjustment,
     FieldError,
+    ParsedConfig,
     is_valid_cluster_name,
     parse_cluster_config,
 )
@@ -32,6 +33,7 @@ from autoscaler.ports import (
     ConfigTooLargeError,
     ConflictError,
     InstanceSnapshot,
+    ProviderPlugin,
     ReconcileQueue,
     SshPolicy,
     StateStore,
@@ -49,6 +51,7 @@ from autoscaler.views import (
     CreateResponse,
     ReconcileMessage,
     ReconcileReason,
+    UpdateResponse,
     WakeRequest,
 )
 
@@ -269,23 +272,7 @@ class Service:
 
     @_storage_guarded
     def create_cluster(self, body: bytes, content_type: str | None) -> CreateResponse:
-        if len(body) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"the config is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
-        try:
-            parsed = parse_cluster_config(body, content_type)
-        except ConfigError as error:
-            raise InvalidRequest("the cluster config is invalid", error.errors) from error
-        plugin = self.providers[parsed.config.provider.type]  # parsing found it: the type is a registered one
-        config, adjustments = plugin.place(parsed.config, self.clusters_resource_group)
-        if plugin.runs_on_this_machine and not self.allow_local_provider:
-            kind = plugin.type
-            raise InvalidRequest(
-                f"this deployment does not run {kind} clusters",
-                [FieldError(path="provider.type", message=f"{kind!r} is only allowed by the local host")],
-            )
-        provider_errors = self.provider_check(config) if self.provider_check is not None else []
-        if provider_errors:
-            raise InvalidRequest("this deployment cannot run this cluster's provider", provider_errors)
+        parsed, config, adjustments, plugin = self._accepted_config(body, content_type)
         submitted_hash = config.config_hash()
         for _ in range(HTTP_RETRIES_ON_CONFLICT):
             existing = self.store.get_cluster(config.cluster_name)
@@ -324,6 +311,100 @@ class Service:
             self._enqueue(saved.name, "create")
             return self._created(saved, created=True, private_key=private_key, adjustments=adjustments)
         raise ClusterConflict(f"cluster {config.cluster_name!r} keeps changing; try again")
+
+    def _accepted_config(
+        self, body: bytes, content_type: str | None
+    ) -> tuple[ParsedConfig, ClusterConfig, list[FieldAdjustment], ProviderPlugin]:
+        """The config of a create or an update as this deployment runs it, or the domain error that refuses it."""
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"the config is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+        try:
+            parsed = parse_cluster_config(body, content_type)
+        except ConfigError as error:
+            raise InvalidRequest("the cluster config is invalid", error.errors) from error
+        plugin = self.providers[parsed.config.provider.type]  # parsing found it: the type is a registered one
+        config, adjustments = plugin.place(parsed.config, self.clusters_resource_group)
+        if plugin.runs_on_this_machine and not self.allow_local_provider:
+            kind = plugin.type
+            raise InvalidRequest(
+                f"this deployment does not run {kind} clusters",
+                [FieldError(path="provider.type", message=f"{kind!r} is only allowed by the local host")],
+            )
+        provider_errors = self.provider_check(config) if self.provider_check is not None else []
+        if provider_errors:
+            raise InvalidRequest("this deployment cannot run this cluster's provider", provider_errors)
+        return parsed, config, adjustments, plugin
+
+    # -- update -------------------------------------------------------------------------------------------------------
+
+    @_storage_guarded
+    def update_cluster(self, name: str, body: bytes, content_type: str | None) -> UpdateResponse:
+        """Apply a new config to an existing cluster: limits and node types take effect on the next tick, and the
+        planner replaces workers whose node hash changed once they are idle (its Outdated rule). A change of the head
+        (its type, or what its VM is made of) is refused: the head cannot be replaced without stopping the cluster."""
+        parsed, config, adjustments, plugin = self._accepted_config(body, content_type)
+        if config.cluster_name != name:
+            raise InvalidRequest(
+                f"the config names cluster {config.cluster_name!r}, not {name!r}",
+                [FieldError(path="cluster_name", message=f"must be {name!r}, the cluster this request updates")],
+            )
+        submitted_hash = config.config_hash()
+        for _ in range(HTTP_RETRIES_ON_CONFLICT):
+            record = self._require(name)
+            if record.status in (ClusterStatus.DELETING, ClusterStatus.DELETED):
+                raise Conflict(f"cluster {name!r} is {record.status}: create it again instead of updating it")
+            answer = functools.partial(
+                UpdateResponse,
+                name=name,
+                ignored_fields=list(parsed.ignored_fields),
+                adjusted_fields=[
+                    AdjustedField(path=a.path, given=a.given, used=a.used, reason=a.reason) for a in adjustments
+                ],
+            )
+            if config.is_same_config(record.config_hash):
+                return answer(status=record.status, detail="nothing to do: the cluster already has this config")
+            try:
+                stored = ClusterConfig.from_json(record.config_json)
+            except ConfigError as error:
+                raise Conflict(f"cluster {name!r} has a stored config that does not read: {error}") from error
+            if plugin.ssh.generates_key_pair and not config.auth.ssh_public_key and stored.auth.ssh_public_key:
+                # The key generated at create time stays: a config without one means "the one you made for me".
+                config = config.model_copy(
+                    update={"auth": config.auth.model_copy(update={"ssh_public_key": stored.auth.ssh_public_key})}
+                )
+            head_problem = head_change(stored, config)
+            if head_problem is not None:
+                raise Conflict(
+                    f"cannot update cluster {name!r}: {head_problem.path} {head_problem.message}. The head is not "
+                    "replaced while the cluster lives: keep the head as it is, or destroy the cluster and create it "
+                    "again with the new head",
+                    [head_problem],
+                )
+            now = self.clock()
+            try:
+                saved = self.store.update_cluster(
+                    replace(
+                        record,
+                        config_json=config.to_json(),
+                        config_hash=submitted_hash,
+                        ignored_fields=parsed.ignored_fields,
+                        # New work: tried at once, not after a backoff earned by the old config.
+                        backoff_until=None,
+                        updated_at=now,
+                    )
+                )
+            except ConflictError:
+                continue  # a tick or another request wrote the row meanwhile: look again
+            except ConfigTooLargeError as error:
+                raise PayloadTooLarge(str(error)) from error
+            summary = describe_update(stored, config)
+            self.store.append_event(Event(name, now, "config", f"config updated: {summary}"))
+            for adjustment in adjustments:
+                self.store.append_event(Event(name, now, "adjusted", str(adjustment)))
+            if saved.status.is_active:
+                self._enqueue(name, "manual", "config updated")
+            return answer(status=saved.status, detail=f"config updated; applied on the next tick: {summary}")
+        raise ClusterConflict(f"cluster {name!r} keeps changing; try again")
 
     def _with_ssh_key(self, config: ClusterConfig, ssh: SshPolicy) -> tuple[ClusterConfig, str | None]:
         """A config without a public key, of a cloud whose SSH policy says so (Azure's), gets a generated pair: the
@@ -594,6 +675,51 @@ class Service:
     def _enqueue(self, name: str, reason: ReconcileReason, detail: str = "", *, delay_s: int = 0) -> None:
         message = ReconcileMessage(cluster_name=name, reason=reason, enqueued_at=self.clock(), detail=detail[:500])
         self.queue.send(message, delay_s=delay_s)
+
+
+def head_change(old: ClusterConfig, new: ClusterConfig) -> FieldError | None:
+    """What a new config changes of the head (the field and why it matters); None when the head stays as it is."""
+    if old.head_node_type != new.head_node_type:
+        return FieldError(
+            "head_node_type", f"changes from {old.head_node_type!r} to {new.head_node_type!r}: the head would change"
+        )
+    head = new.head_node_type
+    if old.node_hash(head, is_head=True) == new.node_hash(head, is_head=True):
+        return None
+    before, after = old.node_shape(head, is_head=True), new.node_shape(head, is_head=True)
+    changed = sorted(key for key in after if before.get(key) != after.get(key)) or ["node_config"]
+    paths = {
+        "resources": f"available_node_types.{head}.resources",
+        "labels": f"available_node_types.{head}.labels",
+        "node_config": f"available_node_types.{head}.node_config",
+        "commands": "head_setup_commands",
+        "auth": "auth",
+        "provider": "provider",
+    }
+    names = {
+        "commands": "the head's commands (initialization, setup, head setup, head start_ray)",
+    }
+    what = ", ".join(names.get(key, paths.get(key, key)) for key in changed)
+    return FieldError(paths.get(changed[0], changed[0]), f"changes what the head VM is made of ({what})")
+
+
+def describe_update(old: ClusterConfig, new: ClusterConfig) -> str:
+    """What a config update changes, in one line (the event and the answer say it)."""
+    before, after = old.model_dump(mode="json"), new.model_dump(mode="json")
+    changed = [key for key in sorted(set(before) | set(after)) if key != "available_node_types"]
+    changed = [key for key in changed if before.get(key) != after.get(key)]
+    types_before, types_after = before.get("available_node_types", {}), after.get("available_node_types", {})
+    added = sorted(set(types_after) - set(types_before))
+    removed = sorted(set(types_before) - set(types_after))
+    modified = sorted(k for k in set(types_before) & set(types_after) if types_before[k] != types_after[k])
+    old_hashes, new_hashes = old.worker_node_hashes(), new.worker_node_hashes()
+    replaced = sorted(k for k in set(old_hashes) & set(new_hashes) if old_hashes[k] != new_hashes[k])
+    parts = [f"changed {', '.join(changed)}"] if changed else []
+    parts += [f"node types added: {', '.join(added)}"] if added else []
+    parts += [f"node types removed (their nodes go once idle): {', '.join(removed)}"] if removed else []
+    parts += [f"node types changed: {', '.join(modified)}"] if modified else []
+    parts += [f"workers of {', '.join(replaced)} are replaced once idle"] if replaced else []
+    return "; ".join(parts) or "no change that affects the cluster"
 
 
 def _provider_type_of(config_json: str) -> str:

@@ -273,6 +273,16 @@ class CreateResponse(_View):
     )
 
 
+class UpdateResponse(_View):
+    name: str
+    status: ClusterStatus
+    detail: str = Field("", description="What the update changes, or 'nothing to do' for the same config.")
+    adjusted_fields: list[AdjustedField] = Field(
+        default_factory=list, description="Fields used with another value than the one given, and why."
+    )
+    ignored_fields: list[str] = Field(default_factory=list)
+
+
 class AcceptedResponse(_View):
     name: str
     status: ClusterStatus

@@ -105,6 +105,36 @@ def test_other_config_under_the_same_name_is_409_naming_cluster_name(stack: Loca
     assert [e["field"] for e in response.json()["errors"]] == ["cluster_name"]
 
 
+def test_put_applies_a_new_config_and_refuses_a_head_change_with_409(stack: LocalStack):
+    assert post(stack, cluster_yaml("api-update")).status_code == 202
+    url = f"{stack.api_url}/clusters/api-update"
+    yaml_type = {"content-type": "application/yaml"}
+    response = requests.put(url, data=cluster_yaml("api-update", max_workers=1), headers=yaml_type, timeout=10)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert set(body) >= {"name", "status", "detail", "adjusted_fields", "ignored_fields"}
+    assert "max_workers" in body["detail"]
+    assert any(e["kind"] == "config" for e in get(stack, "/clusters/api-update").json()["events"])
+    # Now the same as the stored one: POST says so instead of 409.
+    assert post(stack, cluster_yaml("api-update", max_workers=1)).json()["created"] is False
+
+    head_changed = cluster_yaml("api-update", max_workers=1).replace("CPU: 0", "CPU: 2")
+    refused = requests.put(url, data=head_changed, headers=yaml_type, timeout=10)
+    assert refused.status_code == 409
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "head" in refused.json()["detail"]
+    assert [e["field"] for e in refused.json()["errors"]] == ["available_node_types.head.resources"]
+
+    invalid = requests.put(url, data=b"max_workers: -1", headers=yaml_type, timeout=10)
+    assert invalid.status_code == 400
+    assert invalid.json()["errors"]
+    missing = requests.put(
+        f"{stack.api_url}/clusters/api-nope", data=cluster_yaml("api-nope"), headers=yaml_type, timeout=10
+    )
+    assert missing.status_code == 404
+    assert missing.json()["title"] == "Cluster not found"
+
+
 @pytest.mark.parametrize(("method", "path"), [("GET", "/clusters/nope"), ("DELETE", "/clusters/nope")])
 def test_unknown_cluster_is_404_problem(stack: LocalStack, method: str, path: str):
     response = requests.request(method, f"{stack.api_url}{path}", timeout=10)

@@ -29,6 +29,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "create_cluster": {"type": "httpTrigger", "route": "clusters", "methods": ["POST"], "authLevel": "FUNCTION"},
     "list_clusters": {"type": "httpTrigger", "route": "clusters", "methods": ["GET"], "authLevel": "FUNCTION"},
     "get_cluster": {"type": "httpTrigger", "route": "clusters/{name}", "methods": ["GET"], "authLevel": "FUNCTION"},
+    "update_cluster": {"type": "httpTrigger", "route": "clusters/{name}", "methods": ["PUT"], "authLevel": "FUNCTION"},
     "destroy_cluster": {
         "type": "httpTrigger",
         "route": "clusters/{name}",
@@ -247,6 +248,22 @@ def _answered(monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, str], set[int]
             service,
             ("/clusters/{name}", "get"),
             lambda name=name: function_app.get_cluster(_request("GET", "/", name=name)),
+        )
+    for service, name, body in [
+        (healthy, "demo", LOCAL_CONFIG + b"max_workers: 2\n"),
+        (healthy, "demo", b"cluster_name: [not, a, name]"),
+        (healthy, "nope", LOCAL_CONFIG.replace(b"demo", b"nope")),
+        (healthy, "demo", LOCAL_CONFIG.replace(b"CPU: 0", b"CPU: 1")),  # changes the head
+        (healthy, "demo", b"x" * (2 * 1024 * 1024)),
+        (down, "demo", LOCAL_CONFIG),
+        (_Broken(), "demo", LOCAL_CONFIG),
+    ]:
+        on(
+            service,
+            ("/clusters/{name}", "put"),
+            lambda name=name, body=body: function_app.update_cluster(
+                _request("PUT", "/", name=name, body=body, headers=yaml)
+            ),
         )
     for service, name in [
         (healthy, "nope"),
