@@ -249,6 +249,8 @@ class HeadInfo:
     dashboard_url: str = ""
     agent_url: str = ""
     auth_token_path: str = ""  # local clusters only: a 0600 file holding the cluster token
+    public_ip: str = ""  # the head's public address, when it has one
+    vm_id: str = ""  # the cloud's id of the head instance (the VM resource id, or the local process id)
 
 
 @dataclass(frozen=True)

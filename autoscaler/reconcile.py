@@ -500,7 +500,7 @@ def _next_cluster_record(
     elif tick.failure:
         status, reason = ClusterStatus.FAILED, tick.failure
     head_info = cluster.head
-    if head_cloud is not None and head_cloud.ray_address and head_cloud.ray_address != head_info.ray_address:
+    if head_cloud is not None and head_cloud.ray_address and _head_moved(head_info, head_cloud):
         extra = deps.head_info_extra(tick.config, cluster.name) if deps.head_info_extra else HeadInfo()
         head_info = HeadInfo(
             instance_id=head_cloud.instance_id,
@@ -508,6 +508,8 @@ def _next_cluster_record(
             dashboard_url=head_cloud.dashboard_url,
             agent_url=head_cloud.agent_url,
             auth_token_path=extra.auth_token_path,
+            public_ip=head_cloud.public_ip,
+            vm_id=head_cloud.cloud_instance_id,
         )
     # The last decision changes only when its reasons do, so a steady state writes nothing.
     decision = cluster.last_decision
@@ -541,6 +543,16 @@ def _next_cluster_record(
         # launched, or being terminated, in the cloud from now on.
         cloud_touched=cluster.cloud_touched or any(r.status.is_live for r in tick.records.values()),
         head_auth_error=head_auth_error,
+    )
+
+
+def _head_moved(stored: HeadInfo, seen: CloudInstance) -> bool:
+    """Whether the cloud shows the head elsewhere than the row says (a new head, or an address it did not have)."""
+    return (stored.instance_id, stored.ray_address, stored.public_ip, stored.vm_id) != (
+        seen.instance_id,
+        seen.ray_address,
+        seen.public_ip,
+        seen.cloud_instance_id,
     )
 
 

@@ -68,6 +68,8 @@ class HeadView(_View):
     ray_address: str = Field("", description="GCS host:port of the head.")
     dashboard_url: str = ""
     auth_token_path: str = Field("", description="Local clusters only: a 0600 file with the cluster token.")
+    public_ip: str = Field("", description="The head's public IP address, when it has one.")
+    vm_id: str = Field("", description="The cloud's id of the head instance (the Azure VM resource id).")
 
 
 class DecisionView(_View):
@@ -174,6 +176,8 @@ class ClusterView(_View):
                 ray_address=record.head.ray_address,
                 dashboard_url=record.head.dashboard_url,
                 auth_token_path=record.head.auth_token_path,
+                public_ip=record.head.public_ip,
+                vm_id=record.head.vm_id,
             ),
             nodes=nodes,
             nodes_by_status=by_status,
