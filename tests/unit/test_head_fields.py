@@ -6,8 +6,8 @@ from dataclasses import replace
 
 from autoscaler.views import ReconcileMessage
 from tests.support.fakes import FakeCloudProvider
-from tests.unit.test_update import running
 from tests.unit.test_service import App
+from tests.unit.test_update import running
 
 
 def test_the_head_shows_its_public_ip_and_vm_id_when_known():
