@@ -149,6 +149,26 @@ def update_cluster(req: func.HttpRequest) -> func.HttpResponse:
     return _handle(run)
 
 
+@app.function_name(name="cluster_timeline")
+@app.route(route="clusters/{name}/timeline.svg", methods=["GET"])
+def cluster_timeline(req: func.HttpRequest) -> func.HttpResponse:
+    def run() -> func.HttpResponse:
+        from autoscaler.config import FieldError
+        from autoscaler.service import InvalidRequest
+
+        name = _checked_name(req)
+        raw = req.params.get("hours")
+        try:
+            hours = float(raw) if raw is not None else None
+        except ValueError:
+            raise InvalidRequest("hours must be a number", [FieldError("hours", "must be a number")]) from None
+        service = _service()
+        svg = service.timeline_svg(name) if hours is None else service.timeline_svg(name, hours=hours)
+        return func.HttpResponse(svg, status_code=200, mimetype="image/svg+xml")
+
+    return _handle(run)
+
+
 @app.function_name(name="destroy_cluster")
 @app.route(route="clusters/{name}", methods=["DELETE"])
 def destroy_cluster(req: func.HttpRequest) -> func.HttpResponse:

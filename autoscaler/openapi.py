@@ -173,6 +173,31 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
             },
+            "/clusters/{name}/timeline.svg": {
+                "parameters": [name_param],
+                "get": {
+                    "operationId": "clusterTimeline",
+                    "summary": "Nodes by status and pending demand over the last hours, as an SVG image",
+                    "parameters": [
+                        {
+                            "name": "hours",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "number", "default": 6, "minimum": 0.05, "maximum": 168},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "An SVG document: one step line per node status and pending demand",
+                            "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+                        },
+                        "400": _response("`hours` is not a number in range", "Problem", PROBLEM),
+                        "401": no_function_key,
+                        "404": not_found,
+                        **common,
+                    },
+                },
+            },
             "/clusters/{name}/reconcile": {
                 "parameters": [name_param],
                 "post": {

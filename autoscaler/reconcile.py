@@ -62,6 +62,7 @@ from autoscaler.ports import (
     StorageUnavailableError,
     ThrottledError,
 )
+from autoscaler.timeline import DEMAND_EVENT, demand_message
 from autoscaler.views import boot_phases_observation
 
 log = logging.getLogger(__name__)
@@ -519,6 +520,9 @@ def _next_cluster_record(
     if reasons and reasons != stored_reasons:
         decision = json.dumps({"at": tick.now.isoformat(), "reasons": reasons})
     observation = cluster.last_observation if ray is None else _observation_json(ray, decided, tick.records.values())
+    if ray is not None and ray.pending_bundles != pending_bundles_of(cluster.last_observation):
+        # What the timeline draws pending demand from: one event when the count changes, none while it holds.
+        tick.event(DEMAND_EVENT, demand_message(ray.pending_bundles))
     unavailable = tuple(u for u in cluster.unavailable if u.until > tick.now)
     if cluster.consecutive_failures:
         tick.event("recovered", f"tick succeeded after {cluster.consecutive_failures} failed in a row")
@@ -544,6 +548,17 @@ def _next_cluster_record(
         cloud_touched=cluster.cloud_touched or any(r.status.is_live for r in tick.records.values()),
         head_auth_error=head_auth_error,
     )
+
+
+def pending_bundles_of(observation_json: str) -> int:
+    """The pending bundles (tasks, actors, placement group bundles) of a stored observation; 0 when there is none."""
+    try:
+        observation = json.loads(observation_json) if observation_json else {}
+        pending = sum(int(d.get("count", 0)) for d in observation.get("pending", []))
+        gangs = sum(len(g.get("bundles", [])) * int(g.get("count", 1)) for g in observation.get("gangs", []))
+    except (ValueError, TypeError, AttributeError):
+        return 0
+    return pending + gangs
 
 
 def _head_moved(stored: HeadInfo, seen: CloudInstance) -> bool:

@@ -40,7 +40,8 @@ from autoscaler.ports import (
     StorageUnavailableError,
     storage_errors,
 )
-from autoscaler.reconcile import ReconcileDeps, TickResult, describe_error, reconcile
+from autoscaler.reconcile import ReconcileDeps, TickResult, describe_error, pending_bundles_of, reconcile
+from autoscaler.timeline import build_series, render_svg
 from autoscaler.tokens import bearer_token, tokens_match
 from autoscaler.views import (
     AcceptedResponse,
@@ -64,6 +65,8 @@ HTTP_RETRIES_ON_CONFLICT = 5  # HTTP writes race with ticks; they re-read and re
 # clusters cost nothing extra. Duplicates are harmless: ticks are level-triggered.
 FOLLOW_UP_DELAY_S = 3
 MAX_FOLLOW_UPS = 60
+DEFAULT_TIMELINE_HOURS = 6.0
+MIN_TIMELINE_HOURS, MAX_TIMELINE_HOURS = 0.05, 168.0  # events are kept 7 days at most (Retention.event_max_age)
 STORAGE_RETRY_AFTER_S = 10  # the Retry-After of a 503: outages seen last tens of seconds; a client should come back
 
 
@@ -447,6 +450,23 @@ class Service:
         provider = _provider_type_of(record.config_json)
         instances = self.store.list_instances(name)
         return ClusterView.build(record, provider, instances, self.store.list_events(name, limit=events))
+
+    @_storage_guarded
+    def timeline_svg(self, name: str, *, hours: float = DEFAULT_TIMELINE_HOURS) -> str:
+        """The cluster's nodes by status and pending demand over the last `hours`, as an SVG document."""
+        if not MIN_TIMELINE_HOURS <= hours <= MAX_TIMELINE_HOURS:
+            raise InvalidRequest(
+                "the timeline's window is out of range",
+                [FieldError("hours", f"must be from {MIN_TIMELINE_HOURS:g} to {MAX_TIMELINE_HOURS:g}")],
+            )
+        record = self._require(name)
+        end = self.clock()
+        start = end - timedelta(hours=hours)
+        events = self.store.list_events(name, limit=self.retention.events_per_cluster)
+        instances = self.store.list_instances(name)
+        pending_now = pending_bundles_of(record.last_observation) if record.status.is_active else 0
+        series = build_series(events, instances, start=start, end=end, pending_now=pending_now)
+        return render_svg(name, series, start=start, end=end)
 
     @_storage_guarded
     def list_clusters(self) -> ClusterList:

@@ -135,6 +135,22 @@ def test_put_applies_a_new_config_and_refuses_a_head_change_with_409(stack: Loca
     assert missing.json()["title"] == "Cluster not found"
 
 
+def test_the_timeline_is_an_svg_image_and_404_for_an_unknown_cluster(stack: LocalStack):
+    from tests.unit.test_timeline import series_of
+
+    assert post(stack, cluster_yaml("api-timeline")).status_code == 202
+    wait_until(lambda: get(stack, "/clusters/api-timeline").json()["nodes"], what="the head queued")
+    response = get(stack, "/clusters/api-timeline/timeline.svg?hours=1")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("image/svg+xml")
+    series = set(series_of(response.text))
+    assert "pending_demand" in series
+    assert series & {"queued", "requested", "allocated"}
+    missing = get(stack, "/clusters/api-nope/timeline.svg")
+    assert missing.status_code == 404
+    assert missing.json()["title"] == "Cluster not found"
+
+
 @pytest.mark.parametrize(("method", "path"), [("GET", "/clusters/nope"), ("DELETE", "/clusters/nope")])
 def test_unknown_cluster_is_404_problem(stack: LocalStack, method: str, path: str):
     response = requests.request(method, f"{stack.api_url}{path}", timeout=10)
@@ -216,6 +232,7 @@ def test_openapi_document_is_3_1_and_describes_every_route(stack: LocalStack):
         "/clusters",
         "/clusters/{name}",
         "/clusters/{name}/reconcile",
+        "/clusters/{name}/timeline.svg",
         "/health",
         "/openapi.json",
     }

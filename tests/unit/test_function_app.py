@@ -30,6 +30,12 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "list_clusters": {"type": "httpTrigger", "route": "clusters", "methods": ["GET"], "authLevel": "FUNCTION"},
     "get_cluster": {"type": "httpTrigger", "route": "clusters/{name}", "methods": ["GET"], "authLevel": "FUNCTION"},
     "update_cluster": {"type": "httpTrigger", "route": "clusters/{name}", "methods": ["PUT"], "authLevel": "FUNCTION"},
+    "cluster_timeline": {
+        "type": "httpTrigger",
+        "route": "clusters/{name}/timeline.svg",
+        "methods": ["GET"],
+        "authLevel": "FUNCTION",
+    },
     "destroy_cluster": {
         "type": "httpTrigger",
         "route": "clusters/{name}",
@@ -276,6 +282,20 @@ def _answered(monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, str], set[int]
             service,
             ("/clusters/{name}", "delete"),
             lambda name=name: function_app.destroy_cluster(_request("DELETE", "/", name=name)),
+        )
+    for service, name, params in [
+        (healthy, "demo", {}),
+        (healthy, "demo", {"hours": "soon"}),
+        (healthy, "nope", {}),
+        (down, "demo", {}),
+        (_Broken(), "demo", {}),
+    ]:
+        on(
+            service,
+            ("/clusters/{name}/timeline.svg", "get"),
+            lambda name=name, params=params: function_app.cluster_timeline(
+                func.HttpRequest("GET", "/", headers={}, route_params={"name": name}, params=params, body=b"")
+            ),
         )
     wake = ("/clusters/{name}/reconcile", "post")
     for service, name, headers, body in [
