@@ -169,6 +169,17 @@ def cluster_timeline(req: func.HttpRequest) -> func.HttpResponse:
     return _handle(run)
 
 
+@app.function_name(name="start_cluster")
+@app.route(route="clusters/{name}/start", methods=["POST"])
+def start_cluster(req: func.HttpRequest) -> func.HttpResponse:
+    def run() -> func.HttpResponse:
+        name = _checked_name(req)
+        accepted = _service().start_cluster(name)
+        return _json(accepted, status=202, headers={"Location": _service().location(name)})
+
+    return _handle(run)
+
+
 @app.function_name(name="destroy_cluster")
 @app.route(route="clusters/{name}", methods=["DELETE"])
 def destroy_cluster(req: func.HttpRequest) -> func.HttpResponse:

@@ -134,7 +134,17 @@ def parse_state(payload: object) -> RayState:
             (item.shape, item.count, _selectors(item.label_selectors)) for item in state.constraints
         ),
         boot_phases=parse_boot_phases(payload),
+        jobs_running=parse_jobs_running(payload),
     )
+
+
+def parse_jobs_running(payload: object) -> int | None:
+    """The agent's `jobs_running`: a count >= 0, or None when it is absent (an older agent), null (the agent could
+    not read Ray's jobs) or not a count. Read leniently: it only informs autostop, never the view of Ray."""
+    value = payload.get("jobs_running") if isinstance(payload, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
 
 
 Selectors = tuple[LabelSelector, ...]

@@ -395,6 +395,13 @@ class NodeCommands:
     start_ray: list[str]
 
 
+class AutostopConfig(_Frozen):
+    """Ours: remove every instance (head included) of a cluster idle this long; `down: true` deletes it instead."""
+
+    idle_minutes: float = Field(gt=0, le=7 * 24 * 60)
+    down: bool = False
+
+
 class ClusterConfig(_Frozen):
     cluster_name: str
     max_workers: int = Field(ge=0, le=MAX_WORKERS_LIMIT)
@@ -403,6 +410,9 @@ class ClusterConfig(_Frozen):
     # Ours: Ray's AUTOSCALER_CONSERVE_GPU_NODES, per cluster. True (Ray's default): demand that asks for no GPU goes
     # to GPU node types only when no other type fits it.
     conserve_gpu_nodes: bool = True
+    # Ours: stop (or delete) the cluster after this long without pending demand, busy nodes or running Ray jobs.
+    # None (the default) never does; as a default it enters neither config_hash nor any node_hash.
+    autostop: AutostopConfig | None = None
     provider: SerializeAsAny[ProviderConfig]  # dumped as the plugin's model, with all its fields
     auth: AuthConfig
     available_node_types: dict[str, NodeTypeConfig] = Field(min_length=1)

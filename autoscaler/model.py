@@ -61,12 +61,15 @@ class ClusterStatus(enum.StrEnum):
     DELETING = "deleting"  # destroy requested; instances being terminated
     DELETED = "deleted"  # nothing of it remains in the cloud
     FAILED = "failed"  # the head could not be brought up; see events
+    STOPPING = "stopping"  # autostop: every instance, head included, is being removed; network and config stay
+    STOPPED = "stopped"  # autostop removed every instance; `start` brings the cluster back
 
     @property
     def is_active(self) -> bool:
         """Whether the timer still reconciles clusters in this status."""
-        # A failed cluster is still reconciled so that its remaining instances are terminated.
-        return self is not ClusterStatus.DELETED
+        # A failed cluster is still reconciled so that its remaining instances are terminated; a stopping one until
+        # its instances are gone. A stopped cluster has nothing in the cloud but its network: nothing to reconcile.
+        return self not in (ClusterStatus.DELETED, ClusterStatus.STOPPED)
 
 
 class InstanceStatus(enum.StrEnum):
@@ -231,6 +234,7 @@ class RayState:
     gangs: tuple[GangDemand, ...] = ()  # placement groups waiting
     constraints: tuple[ShapeDemand, ...] = ()  # ray.autoscaler.sdk.request_resources
     boot_phases: Mapping[str, BootPhaseReport] = field(default_factory=dict)  # instance id -> what its VM reported
+    jobs_running: int | None = None  # Ray jobs not yet finished (Ray's job table); None when the agent cannot tell
 
     @property
     def pending_bundles(self) -> int:
@@ -288,6 +292,8 @@ class ClusterRecord:
     # nothing of it exists in the cloud, so deleting it needs no provider at all.
     cloud_touched: bool = False
     head_auth_error: str = ""  # the head agent refuses the cluster token; "" while it accepts it (or is unknown)
+    # Autostop: since when the running cluster has had no pending demand, no busy node and no running Ray job.
+    idle_since: datetime | None = None
     # Set when a deleted cluster's rows were removed after the retention period: the row is then a tombstone that
     # only keeps the name's generation (so a new cluster of that name never gets an old cluster's token).
     purged_at: datetime | None = None

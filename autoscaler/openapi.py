@@ -173,6 +173,27 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
             },
+            "/clusters/{name}/start": {
+                "parameters": [name_param],
+                "post": {
+                    "operationId": "startCluster",
+                    "summary": "Start a cluster that autostop stopped (its head, then its min_workers)",
+                    "responses": {
+                        "202": _response(
+                            "Starting (status `creating`), or nothing to do when it is creating or running",
+                            "AcceptedResponse",
+                        ),
+                        "401": no_function_key,
+                        "404": not_found,
+                        "409": _response(
+                            "The cluster is still stopping, is being deleted or failed, or kept changing",
+                            "Problem",
+                            PROBLEM,
+                        ),
+                        **common,
+                    },
+                },
+            },
             "/clusters/{name}/timeline.svg": {
                 "parameters": [name_param],
                 "get": {

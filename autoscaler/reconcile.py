@@ -290,6 +290,7 @@ def _reconcile_active(cluster: ClusterRecord, now: datetime, deps: ReconcileDeps
 
     # -- 4 decide ---------------------------------------------------------------------------------------------------
     _sync(tick, cloud, ray)
+    _autostop(tick, ray)
     decided = _decide(tick, ray)
     new_cluster = _next_cluster_record(
         tick, ray=ray, head_cloud=head_cloud, decided=decided, deps=deps, head_auth_error=head_auth_error
@@ -320,7 +321,7 @@ IN_FLIGHT = frozenset({S.QUEUED, S.REQUESTED, S.ALLOCATED, S.DRAINING, S.TERMINA
 
 
 def _settled(tick: _Tick) -> bool:
-    if tick.cluster.status in (ClusterStatus.CREATING, ClusterStatus.DELETING):
+    if tick.cluster.status in (ClusterStatus.CREATING, ClusterStatus.DELETING, ClusterStatus.STOPPING):
         return False
     return not any(r.status in IN_FLIGHT for r in tick.records.values())
 
@@ -412,6 +413,9 @@ def _mark_unavailable(tick: _Tick, node_type: str, ttl_s: float, reason: str) ->
 
 def _decide(tick: _Tick, ray: RayState | None) -> ScalingPlan:
     live = [r for r in tick.records.values() if r.status.is_live]
+    if tick.cluster.status == ClusterStatus.STOPPING:
+        _terminate_all(tick, live, "autostop: the cluster is stopping")
+        return ScalingPlan(notes=("autostop: terminating every instance, head included",))
     if tick.cluster.status in (ClusterStatus.DELETING, ClusterStatus.FAILED):
         why = "cluster deleted" if tick.cluster.status == ClusterStatus.DELETING else "cluster failed"
         _terminate_all(tick, live, why)
@@ -680,6 +684,8 @@ def _act(
     tick.terminate_now.clear()
     if tick.cluster.status == ClusterStatus.DELETING:
         _finish_delete(tick, provider)
+    elif tick.cluster.status == ClusterStatus.STOPPING:
+        _finish_stop(tick)
 
 
 def _launch(
@@ -783,6 +789,89 @@ def _finish_delete(tick: _Tick, provider: CloudProvider) -> None:
         tick.cluster = replace(tick.cluster, status=ClusterStatus.DELETED, status_reason="every resource removed")
         tick.event("status", "cluster deleted")
         tick.actions.append("cluster deleted")
+
+
+def _finish_stop(tick: _Tick) -> None:
+    """A stopping cluster whose every instance is gone is stopped: its network, row and config stay."""
+    if any(r.status.is_live for r in tick.records.values()):
+        return
+    tick.cluster = replace(
+        tick.cluster,
+        status=ClusterStatus.STOPPED,
+        status_reason=f"stopped by autostop at {tick.now.isoformat()}: every instance removed, network and config "
+        "kept; POST /api/clusters/{name}/start (or `azray up`) starts it again",
+        head=HeadInfo(),
+        idle_since=None,
+    )
+    tick.event("status", "cluster stopped: every instance removed (network and config kept)")
+    tick.actions.append("cluster stopped")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Autostop: a running cluster idle for `autostop.idle_minutes` is stopped (or deleted with `down: true`)
+# ------------------------------------------------------------------------------------------------------------------
+
+LAUNCHING = frozenset({S.QUEUED, S.REQUESTED, S.ALLOCATED})
+
+
+def autostop_busy(ray: RayState, records: Iterable[InstanceRecord]) -> str:
+    """Why the cluster is not idle for autostop ("" when it is): pending demand, a busy node, a running Ray job, a
+    launching worker, or jobs the head agent cannot report (then a job might run: the cluster is kept)."""
+    if ray.pending_bundles or ray.constraints:
+        return "pending demand"
+    busy = [node for node in ray.nodes if node.status == RayNodeStatus.RUNNING]
+    if busy:
+        return f"{len(busy)} busy Ray node(s)"
+    if ray.jobs_running is None:
+        return "the head agent does not report Ray jobs"
+    if ray.jobs_running:
+        return f"{ray.jobs_running} running Ray job(s)"
+    launching = [r for r in records if not r.is_head and r.status in LAUNCHING]
+    if launching:
+        return f"{len(launching)} worker(s) launching"
+    return ""
+
+
+def _autostop(tick: _Tick, ray: RayState | None) -> None:
+    """Track since when the cluster is idle, and stop (or delete) it once that lasted `autostop.idle_minutes`.
+
+    Only a running cluster whose head agent answered this tick is judged: without Ray's view nothing is known, and
+    the idle period neither starts nor ends."""
+    autostop = tick.config.autostop
+    cluster = tick.cluster
+    if autostop is None or cluster.status != ClusterStatus.RUNNING:
+        if cluster.idle_since is not None:
+            tick.cluster = replace(cluster, idle_since=None)
+        return
+    if ray is None:
+        return
+    busy = autostop_busy(ray, tick.records.values())
+    if busy:
+        if cluster.idle_since is not None:
+            tick.cluster = replace(cluster, idle_since=None)
+        return
+    limit = timedelta(minutes=autostop.idle_minutes)
+    if cluster.idle_since is None:
+        tick.cluster = replace(cluster, idle_since=tick.now)
+        tick.event(
+            "autostop",
+            f"idle (no pending demand, no busy node, no running Ray job): the cluster "
+            f"{'is deleted' if autostop.down else 'stops'} at {(tick.now + limit).isoformat()} unless work arrives",
+        )
+        return
+    if tick.now - cluster.idle_since < limit:
+        return
+    why = (
+        f"autostop: idle since {cluster.idle_since.isoformat()} ({autostop.idle_minutes:g} min without pending "
+        "demand, busy nodes or running Ray jobs)"
+    )
+    if autostop.down:
+        tick.cluster = replace(cluster, status=ClusterStatus.DELETING, status_reason=f"{why}; down: true deletes it")
+        tick.event("autostop", f"{why}: deleting the cluster (down: true)")
+    else:
+        tick.cluster = replace(cluster, status=ClusterStatus.STOPPING, status_reason=f"{why}; stopping")
+        tick.event("autostop", f"{why}: stopping every instance, head included; network and config stay")
+    tick.actions.append("autostop")
 
 
 def _seed_head_address(provider: CloudProvider, cluster: ClusterRecord, records: Iterable[InstanceRecord]) -> None:

@@ -484,6 +484,40 @@ class Service:
             raise ClusterNotFound(f"no cluster named {name!r}")
         return record
 
+    # -- start (after autostop) ---------------------------------------------------------------------------------------
+
+    @_storage_guarded
+    def start_cluster(self, name: str) -> AcceptedResponse:
+        """Bring a stopped cluster back: its head is launched again (creating -> running), then its min_workers."""
+        for _ in range(HTTP_RETRIES_ON_CONFLICT):
+            record = self._require(name)
+            if record.status in (ClusterStatus.CREATING, ClusterStatus.RUNNING):
+                return AcceptedResponse(
+                    name=name, status=record.status, detail=f"nothing to do: already {record.status}"
+                )
+            if record.status == ClusterStatus.STOPPING:
+                raise Conflict(f"cluster {name!r} is still stopping; start it once it is stopped (in a minute or so)")
+            if record.status != ClusterStatus.STOPPED:
+                raise Conflict(f"cluster {name!r} is {record.status}, not stopped: only a stopped cluster is started")
+            now = self.clock()
+            try:
+                saved = self.store.update_cluster(
+                    replace(
+                        record,
+                        status=ClusterStatus.CREATING,
+                        status_reason="start requested: launching the head again",
+                        idle_since=None,
+                        backoff_until=None,
+                        updated_at=now,
+                    )
+                )
+            except ConflictError:
+                continue
+            self.store.append_event(Event(name, now, "status", "start requested: launching the head again"))
+            self._enqueue(name, "create")
+            return AcceptedResponse(name=name, status=saved.status, detail="starting: the head is launched again")
+        raise ClusterConflict(f"cluster {name!r} keeps changing; try again")
+
     # -- destroy ------------------------------------------------------------------------------------------------------
 
     @_storage_guarded

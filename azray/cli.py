@@ -389,7 +389,7 @@ def up(
                     f"  SSH private key saved to {path} (mode 0600; the API returns it only this once)"
                     + ("; it replaces the key of an earlier cluster of this name" if replaced else "")
                 )
-        elif created.get("status") == "stopped":
+        elif created.get("status") in ("stopped", "stopping"):  # a stopping cluster: the server says to wait
             start_cluster(session, name)
         else:
             session.out.print(f"nothing to do: cluster {name} already runs this config ({created.get('status')})")

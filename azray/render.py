@@ -20,6 +20,7 @@ STATUS_STYLES = {
     "deleting": "yellow",
     "deleted": "dim",
     "failed": "bold red",
+    "stopping": "cyan",
     "stopped": "cyan",
 }
 NODE_STATUS_ORDER = (

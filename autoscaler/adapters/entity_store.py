@@ -188,6 +188,8 @@ def encode_cluster(record: ClusterRecord) -> Entity:
     put_text(entity, "head_auth_error", record.head_auth_error)
     if record.purged_at is not None:
         entity["purged_at"] = _to_utc(record.purged_at, "purged_at")
+    if record.idle_since is not None:
+        entity["idle_since"] = _to_utc(record.idle_since, "idle_since")
     size_bytes = entity_size_bytes(entity)
     if size_bytes > MAX_ENTITY_BYTES:
         config_bytes = utf16_units(record.config_json) * 2
@@ -226,6 +228,7 @@ def decode_cluster(entity: Mapping[str, object], etag: str) -> ClusterRecord:
         cloud_touched=_as_bool(entity.get("cloud_touched", True), "cloud_touched"),
         head_auth_error=get_text(entity, "head_auth_error"),
         purged_at=_optional_datetime(entity, "purged_at"),
+        idle_since=_optional_datetime(entity, "idle_since"),
         etag=etag,
     )
 

@@ -232,6 +232,7 @@ def test_openapi_document_is_3_1_and_describes_every_route(stack: LocalStack):
         "/clusters",
         "/clusters/{name}",
         "/clusters/{name}/reconcile",
+        "/clusters/{name}/start",
         "/clusters/{name}/timeline.svg",
         "/health",
         "/openapi.json",

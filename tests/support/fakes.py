@@ -97,6 +97,10 @@ class FakeRayReader:
             return DrainResult(accepted=False, rejection_reason=self.refuse_drain)
         return DrainResult(accepted=True, rejection_reason="")
 
+    def set_jobs_running(self, count: int | None) -> None:
+        """Ray jobs not yet finished, as the agent reports them (None: the agent cannot read Ray's jobs)."""
+        self.state = replace(self.state, jobs_running=count)
+
     def register(self, instance_id: str, node_type: str, *, idle_s: float = 0.0, cpus: float = 1.0, head: bool = False):
         """A Ray node for this instance joins (idle for `idle_s`, or busy when idle_s == 0)."""
         node = RayNode(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +13,7 @@ import azure.functions as func
 import pytest
 
 import function_app
+from autoscaler.model import ClusterStatus
 from autoscaler.queueing import InMemoryReconcileQueue
 from autoscaler.reconcile import ReconcileDeps
 from autoscaler.service import Service
@@ -34,6 +35,12 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "type": "httpTrigger",
         "route": "clusters/{name}/timeline.svg",
         "methods": ["GET"],
+        "authLevel": "FUNCTION",
+    },
+    "start_cluster": {
+        "type": "httpTrigger",
+        "route": "clusters/{name}/start",
+        "methods": ["POST"],
         "authLevel": "FUNCTION",
     },
     "destroy_cluster": {
@@ -297,6 +304,33 @@ def _answered(monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, str], set[int]
                 func.HttpRequest("GET", "/", headers={}, route_params={"name": name}, params=params, body=b"")
             ),
         )
+    stopped = _service_on(InMemoryStateStore())
+    stopped.create_cluster(LOCAL_CONFIG, "application/yaml")
+    record = stopped.store.get_cluster("demo")
+    assert record is not None
+    stopped.store.update_cluster(replace(record, status=ClusterStatus.STOPPED))
+    for service, name in [
+        (stopped, "demo"),  # 202: starting
+        (healthy, "nope"),
+        (down, "demo"),
+        (_Broken(), "demo"),
+        (healthy, "fresh"),  # 202: nothing to do (creating)
+    ]:
+        on(
+            service,
+            ("/clusters/{name}/start", "post"),
+            lambda name=name: function_app.start_cluster(_request("POST", "/", name=name)),
+        )
+    deleting = _service_on(InMemoryStateStore())
+    deleting.create_cluster(LOCAL_CONFIG, "application/yaml")
+    record = deleting.store.get_cluster("demo")
+    assert record is not None
+    deleting.store.update_cluster(replace(record, status=ClusterStatus.DELETING))
+    on(
+        deleting,
+        ("/clusters/{name}/start", "post"),
+        lambda: function_app.start_cluster(_request("POST", "/", name="demo")),
+    )
     wake = ("/clusters/{name}/reconcile", "post")
     for service, name, headers, body in [
         (healthy, "demo", {}, b"{not json"),
