@@ -59,6 +59,15 @@ def api(stack: LocalStack, method: str, path: str, **kwargs: Any) -> requests.Re
     return requests.request(method, f"{stack.api_url}{path}", timeout=10, **kwargs)
 
 
+def azray(stack: LocalStack, *arguments: str) -> None:
+    """Run the azray CLI against this stack, its output shown as it comes; a failure ends the demo."""
+    command = [sys.executable, "-m", "azray", "--url", stack.api_url, *arguments]
+    print(f"$ azray {' '.join(arguments)}", flush=True)
+    result = subprocess.run(command, check=False)
+    if result.returncode != 0:
+        raise DemoFailed(f"azray {arguments[0]} exited with {result.returncode}")
+
+
 def status(stack: LocalStack, name: str) -> dict[str, Any]:
     response = api(stack, "GET", f"/clusters/{name}")
     response.raise_for_status()
@@ -180,13 +189,9 @@ def run_demo(data_dir: Path) -> int:
     print("starting Azurite and the local Functions host on 127.0.0.1 ...", flush=True)
     with LocalStack(data_dir=data_dir, port=0) as stack:
         print(f"API at {stack.api_url}; reconcile timer every 15 s, wake-ups from the head agent", flush=True)
-        created = api(
-            stack, "POST", "/clusters", data=CONFIG.read_bytes(), headers={"content-type": "application/yaml"}
-        )
-        if created.status_code != 202:
-            raise DemoFailed(f"create answered {created.status_code}: {created.text}")
-        print(f"POST /api/clusters -> 202, Location: {created.headers['Location']}", flush=True)
+        # The CLI, as a user runs it: it creates the cluster and follows it until the head runs Ray.
         timeline.started = time.monotonic()
+        azray(stack, "up", str(CONFIG), "--timeout", str(round(deadline - time.monotonic())))
         view = wait_for(
             stack, name, timeline, what="the head", done=lambda v: v["status"] == "running", deadline=deadline
         )
@@ -210,8 +215,8 @@ def run_demo(data_dir: Path) -> int:
         print("workload finished; waiting for idle workers to be scaled down ...", flush=True)
         wait_for(stack, name, timeline, what="scale-down", done=lambda v: not workers_by_status(v), deadline=deadline)
 
-        print(f"DELETE /api/clusters/{name}", flush=True)
-        api(stack, "DELETE", f"/clusters/{name}").raise_for_status()
+        azray(stack, "status", name)
+        azray(stack, "down", name, "--yes", "--timeout", str(max(30, round(deadline - time.monotonic()))))
         wait_for(stack, name, timeline, what="deletion", done=lambda v: v["status"] == "deleted", deadline=deadline)
         leftovers = cluster_processes(data_dir / "provider", name)
         if leftovers:
