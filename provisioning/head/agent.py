@@ -241,7 +241,12 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
             payload = self.server.gcs.read_state_payload()
         except GcsUnavailableError as error:
             raise ProblemError(HTTPStatus.SERVICE_UNAVAILABLE, str(error)) from error
-        return HTTPStatus.OK, {**payload, "boot_phases": self.server.boot_phases.snapshot()}
+        # jobs_running is null when Ray's jobs cannot be read: the state of Ray is still worth answering.
+        return HTTPStatus.OK, {
+            **payload,
+            "jobs_running": self.server.gcs.jobs_running(),
+            "boot_phases": self.server.boot_phases.snapshot(),
+        }
 
     def _boot_phase(self) -> tuple[HTTPStatus, object]:
         try:

@@ -33,6 +33,7 @@ to which agent.py adds `"boot_phases": {instance_id: {"phase": str, "at": ISO 86
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import threading
 from collections import Counter
@@ -78,6 +79,36 @@ DRAIN_REASONS = {
     "idle": "DRAIN_NODE_REASON_IDLE_TERMINATION",  # rejectable: a busy raylet says no
     "preemption": "DRAIN_NODE_REASON_PREEMPTION",  # not rejectable: the VM is going away regardless
 }
+
+
+# Where Ray's job API keeps submitted jobs (ray.dashboard.modules.job.common.JobInfoStorageClient), and the metadata
+# key that ties a driver to its submitted job (JOB_ID_METADATA_KEY).
+JOB_INFO_KEY_PREFIX = b"_ray_internal_job_info_"
+JOB_KV_NAMESPACE = b"job"
+JOB_SUBMISSION_ID_METADATA_KEY = "job_submission_id"
+RAY_INTERNAL_NAMESPACE_PREFIX = "_ray_internal"
+UNFINISHED_JOB_STATUSES = frozenset({"PENDING", "RUNNING"})
+
+
+def count_running_jobs(drivers: Iterable[Any], submitted_infos: Iterable[bytes | None]) -> int:
+    """Unfinished submitted jobs plus live drivers that belong to no submitted job (Ray's internal ones left out).
+
+    `drivers` are GCS JobTableData entries; `submitted_infos` the stored JobInfo JSON of each submitted job."""
+    submitted = 0
+    for raw in submitted_infos:
+        if not raw:
+            continue
+        info = json.loads(raw)
+        if isinstance(info, dict) and str(info.get("status", "")).upper() in UNFINISHED_JOB_STATUSES:
+            submitted += 1
+    loose_drivers = 0
+    for driver in drivers:
+        if driver.is_dead or str(driver.config.ray_namespace).startswith(RAY_INTERNAL_NAMESPACE_PREFIX):
+            continue
+        if JOB_SUBMISSION_ID_METADATA_KEY in dict(driver.config.metadata):
+            continue  # counted with its submitted job
+        loose_drivers += 1
+    return submitted + loose_drivers
 
 
 class RayUnavailableError(Exception):
@@ -156,6 +187,27 @@ class RayGcs:
         """The agent's `/v1/state` JSON, read from the GCS now."""
         ray_api, _ = self._connected_client()
         return cluster_state_payload(self._read_cluster_state(), self._cluster_name, ray_api.node_status_name)
+
+    def jobs_running(self) -> int | None:
+        """Ray jobs not yet finished: submitted jobs (Ray Jobs API) pending or running, and drivers connected
+        outside it (`ray.init` from a script), Ray's internal ones left out. None when they cannot be read (a Ray
+        without these calls, a GCS that fails): /v1/state still answers, and the control plane keeps the cluster."""
+        try:
+            _, client = self._connected_client()
+            with self._call_lock:
+                drivers = client.get_all_job_info(
+                    skip_submission_job_info_field=True, skip_is_running_tasks_field=True, timeout=GCS_CALL_TIMEOUT_S
+                )
+                keys = client.internal_kv_keys(
+                    JOB_INFO_KEY_PREFIX, namespace=JOB_KV_NAMESPACE, timeout=GCS_CALL_TIMEOUT_S
+                )
+                infos = [
+                    client.internal_kv_get(key, namespace=JOB_KV_NAMESPACE, timeout=GCS_CALL_TIMEOUT_S) for key in keys
+                ]
+            return count_running_jobs(drivers.values(), infos)
+        except Exception as error:  # GcsUnavailableError, RpcError, AttributeError of another Ray...
+            logger.info("cannot read Ray's jobs: %s", error)
+            return None
 
     def ray_node_ids(self) -> set[str]:
         """Every node the GCS knows, dead ones included, as hex ids."""

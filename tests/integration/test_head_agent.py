@@ -359,6 +359,18 @@ def test_tasks_needing_more_cpus_than_exist_show_as_pending_shape_counts(
 
 
 @pytest.mark.ray
+def test_the_state_counts_running_ray_jobs_this_tests_driver_included(
+    agent: AgentProcess, reader: HttpRayStateReader
+) -> None:
+    # This module's ray.init is a driver: a job Ray lists as running, with no submitted job behind it.
+    state = read_state_when(reader, agent, lambda state: state.jobs_running is not None, "Ray's jobs to be read")
+    assert state.jobs_running is not None
+    assert state.jobs_running >= 1
+    raw = requests.get(f"{agent.url}/v1/state", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).json()
+    assert isinstance(raw["jobs_running"], int)
+
+
+@pytest.mark.ray
 def test_strict_spread_placement_group_shows_as_gang_with_its_strategy(
     agent: AgentProcess, reader: HttpRayStateReader
 ) -> None:

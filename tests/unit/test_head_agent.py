@@ -204,3 +204,34 @@ def test_boot_phase_report_refuses_what_does_not_fit(body: dict[str, object], fa
 def test_boot_phase_report_keeps_a_long_detail_cut_to_its_limit() -> None:
     _, _, detail = checked_report({"instance_id": "w1", "phase": "boot_failed", "detail": "x" * 5000})
     assert detail == "x" * MAX_DETAIL_CHARS
+
+
+# -- jobs_running: what autostop reads from the agent ------------------------------------------------------------------
+
+
+def _driver(*, dead: bool = False, namespace: str = "", submission_id: str = "") -> object:
+    from types import SimpleNamespace
+
+    metadata = {"job_submission_id": submission_id} if submission_id else {}
+    return SimpleNamespace(is_dead=dead, config=SimpleNamespace(ray_namespace=namespace, metadata=metadata))
+
+
+def test_running_jobs_count_unfinished_submitted_jobs_and_loose_drivers_once() -> None:
+    from provisioning.head.agent_gcs import count_running_jobs
+
+    drivers = [
+        _driver(),  # a script's ray.init
+        _driver(dead=True),  # finished
+        _driver(namespace="_ray_internal_dashboard"),  # Ray's own
+        _driver(submission_id="raysubmit_1"),  # counted with its submitted job
+    ]
+    infos = [b'{"status": "RUNNING"}', b'{"status": "PENDING"}', b'{"status": "SUCCEEDED"}', None]
+    assert count_running_jobs(drivers, infos) == 3
+    assert count_running_jobs([], []) == 0
+
+
+def test_jobs_running_is_none_when_the_gcs_cannot_be_read() -> None:
+    from provisioning.head.agent_gcs import RayGcs
+
+    gcs = RayGcs("127.0.0.1:1", "c")  # never connected
+    assert gcs.jobs_running() is None
