@@ -151,6 +151,16 @@ def test_the_timeline_is_an_svg_image_and_404_for_an_unknown_cluster(stack: Loca
     assert missing.json()["title"] == "Cluster not found"
 
 
+def test_start_of_a_cluster_that_is_not_stopped_changes_nothing_and_of_an_unknown_one_is_404(stack: LocalStack):
+    assert post(stack, cluster_yaml("api-start")).status_code == 202
+    response = requests.post(f"{stack.api_url}/clusters/api-start/start", timeout=10)
+    assert response.status_code == 202, response.text
+    assert response.json()["detail"].startswith("nothing to do")
+    missing = requests.post(f"{stack.api_url}/clusters/api-nope/start", timeout=10)
+    assert missing.status_code == 404
+    assert missing.json()["title"] == "Cluster not found"
+
+
 @pytest.mark.parametrize(("method", "path"), [("GET", "/clusters/nope"), ("DELETE", "/clusters/nope")])
 def test_unknown_cluster_is_404_problem(stack: LocalStack, method: str, path: str):
     response = requests.request(method, f"{stack.api_url}{path}", timeout=10)
