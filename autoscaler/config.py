@@ -497,9 +497,15 @@ class ClusterConfig(_Frozen):
     def is_same_config(self, stored_hash: str) -> bool:
         """Whether `stored_hash` (a cluster row's `config_hash`) names this config. A hash of the unversioned scheme
         (releases before v2) is compared with that scheme's formula, which holds while the config's fields are the
-        ones of the release that stored it."""
+        ones of the release that stored it: fields added since (`FIELDS_ADDED_SINCE_V1`) are left out of it while
+        they have their default, as that release had no such field."""
         if hash_version(stored_hash) == LEGACY_HASH_VERSION:
-            return stored_hash == hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
+            document = self.model_dump(mode="json")
+            for name in FIELDS_ADDED_SINCE_V1:
+                if getattr(self, name) == type(self).model_fields[name].get_default(call_default_factory=True):
+                    document.pop(name, None)
+            text = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
+            return stored_hash == hashlib.sha256(text.encode("utf-8")).hexdigest()
         return stored_hash == self.config_hash()
 
     def node_hash(self, node_type: str, *, is_head: bool) -> str:
@@ -563,6 +569,9 @@ class ClusterConfig(_Frozen):
 
 HASH_VERSION = "v2"
 """The scheme of `config_hash` and `node_hash`, written before the digest (`v2:<sha256 hex>`)."""
+
+FIELDS_ADDED_SINCE_V1 = ("conserve_gpu_nodes", "autostop")
+"""Top-level config fields that releases of the unversioned hash scheme did not have (see `is_same_config`)."""
 
 LEGACY_HASH_VERSION = "v1"
 """The unversioned scheme of earlier releases: a bare sha256 hex digest of the whole config's JSON."""
