@@ -505,7 +505,8 @@ class ClusterConfig(_Frozen):
                 if getattr(self, name) == type(self).model_fields[name].get_default(call_default_factory=True):
                     document.pop(name, None)
             text = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
-            return stored_hash == hashlib.sha256(text.encode("utf-8")).hexdigest()
+            candidates = {self.to_json(), text}
+            return any(stored_hash == hashlib.sha256(c.encode("utf-8")).hexdigest() for c in candidates)
         return stored_hash == self.config_hash()
 
     def node_hash(self, node_type: str, *, is_head: bool) -> str:
