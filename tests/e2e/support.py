@@ -42,7 +42,7 @@ FINAL_STATUSES = frozenset({"terminated", "allocation_failed"})
 View = dict[str, Any]
 
 
-def describe(view: View | None) -> str:
+def describe(view: View | None, events: int = 12) -> str:
     """A few lines saying what the autoscaler sees and did: the body of every timeout message."""
     if view is None:
         return "(no status could be read)"
@@ -54,7 +54,7 @@ def describe(view: View | None) -> str:
     lines.append(f"  pending_demand: {view.get('pending_demand')}")
     lines.append(f"  infeasible: {view.get('infeasible')}")
     lines.append(f"  last decision: {view['last_decision']['reasons']}")
-    lines.extend(f"  event {e['at']} {e['kind']}: {e['message']}" for e in view["events"][:12])
+    lines.extend(f"  event {e['at']} {e['kind']}: {e['message']}" for e in view["events"][:events])
     return "\n".join(lines)
 
 
