@@ -423,6 +423,8 @@ def update_cluster(session: Session, local: LocalConfig) -> str:
     session.out.print(f"cluster {local.name}: update accepted ({detail})", soft_wrap=True)
     print_field_notes(session, updated)
     save_notes(session.target, local.name, local.notes)
+    if updated.get("status") in ("stopped", "stopping"):  # autostop stopped it: `up` means "I want it up"
+        start_cluster(session, local.name)
     return local.name
 
 
