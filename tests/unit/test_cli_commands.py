@@ -180,6 +180,18 @@ def test_up_of_a_stopped_cluster_starts_it_and_follows_it(invoke, fake_api, conf
     assert "cluster demo was stopped: starting it again" in result.stdout
 
 
+def test_up_with_another_config_of_a_stopped_cluster_updates_then_starts_it(invoke, fake_api, config_file):
+    fake_api.on("POST", "/clusters", problem(409, "Conflict", "a cluster named 'demo' exists with another config"))
+    fake_api.on("PUT", "/clusters/demo", Reply(202, {"name": "demo", "status": "stopped", "detail": "applied"}))
+    fake_api.on("POST", "/clusters/demo/start", Reply(202, {"name": "demo", "status": "creating"}))
+    fake_api.on("GET", "/clusters/demo", *booting_views())
+    result = invoke("up", str(config_file))
+    assert result.exit_code == 0, result.output
+    assert len(fake_api.seen("PUT", "/clusters/demo")) == 1
+    assert len(fake_api.seen("POST", "/clusters/demo/start")) == 1
+    assert "cluster demo was stopped: starting it again" in result.stdout
+
+
 def test_up_of_a_stopped_cluster_on_a_server_that_cannot_start_it_says_so(invoke, fake_api, config_file):
     fake_api.on("POST", "/clusters", created(is_new=False, status="stopped"))
     result = invoke("up", str(config_file))
