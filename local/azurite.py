@@ -35,6 +35,7 @@ ACCOUNT_NAME = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 PROCESS_RECORD_NAME = "azurite-process.json"
 STDERR_LOG_NAME = "azurite-stderr.log"
+KEEP_STATE_ON_SIGTERM_JS = Path(__file__).resolve().with_name("azurite_keep_state_on_sigterm.js")
 # On SIGTERM Azurite closes its servers and flushes its data files, but it waits for the keep-alive connections
 # of clients still alive (the app's storage clients in this very process), for 30 s and more: after
 # a few seconds it is killed, as before.
@@ -123,6 +124,8 @@ def start_azurite(data_dir: Path | None = None, *, ports: tuple[int, int, int] |
     command = [
         str(AZURITE_BIN),
         "--silent",
+        # Azurite sends usage telemetry to a Microsoft endpoint unless told not to: nothing leaves loopback here.
+        "--disableTelemetry",
         "--skipApiVersionCheck",
         "--disableProductStyleUrl",
         "--location",
@@ -148,6 +151,7 @@ def start_azurite(data_dir: Path | None = None, *, ports: tuple[int, int, int] |
             stdout=subprocess.DEVNULL,
             stderr=stderr_log,
             start_new_session=True,
+            env=_azurite_environment(),
         )
     azurite = Azurite(blob_port, queue_port, table_port, folder, process, owns)
     try:
@@ -164,6 +168,14 @@ def start_azurite(data_dir: Path | None = None, *, ports: tuple[int, int, int] |
         azurite.stop()
         raise
     return azurite
+
+
+def _azurite_environment() -> dict[str, str]:
+    """This process's environment, with a preload that keeps Azurite's state on a second SIGTERM (see the file)."""
+    environment = dict(os.environ)
+    preload = f"--require={KEEP_STATE_ON_SIGTERM_JS}"
+    environment["NODE_OPTIONS"] = f"{environment.get('NODE_OPTIONS', '')} {preload}".strip()
+    return environment
 
 
 def stop_leftover_azurite(data_dir: Path) -> int | None:

@@ -215,3 +215,18 @@ def test_a_port_held_by_another_process_fails_the_start_with_one_line_naming_it(
     assert message.startswith(f"error: port {queue_port} (Azurite queue) on 127.0.0.1 is held by a process")
     assert f"lsof -nP -iTCP:{queue_port}" in message
     assert azurites_on(tmp_path / "data" / "azurite") == []
+
+
+def test_azurite_runs_without_telemetry_and_keeps_its_state_on_a_second_sigterm(tmp_path: Path) -> None:
+    # Azurite's telemetry would call a Microsoft endpoint (nothing may leave loopback); Node's default action for a
+    # SIGTERM without a listener would end it before it saved what the API had acknowledged.
+    azurite = start_azurite(tmp_path / "azurite")
+    try:
+        command_line = Path(f"/proc/{azurite.process.pid}/cmdline").read_bytes().split(b"\0")
+        environment = Path(f"/proc/{azurite.process.pid}/environ").read_bytes().split(b"\0")
+        assert b"--disableTelemetry" in command_line
+        assert any(
+            entry.startswith(b"NODE_OPTIONS=") and b"azurite_keep_state_on_sigterm.js" in entry for entry in environment
+        )
+    finally:
+        azurite.stop()
