@@ -368,6 +368,11 @@ def _sync(tick: _Tick, cloud: dict[str, CloudInstance], ray: RayState | None) ->
             tick.move(instance_id, S.TERMINATED, "the cloud no longer lists it")
         elif status == S.TERMINATING and lifecycle.is_stuck(record, tick.now):
             tick.move(instance_id, S.TERMINATION_FAILED, "still listed after the terminate timeout")
+        elif status == S.TERMINATING and seen is not None and seen.state != CloudState.TERMINATING:
+            # Saved as terminating but the cloud is not deleting it: the terminate call never went out (a crash
+            # between saving the intent and acting) or the instance failed. Terminate is idempotent: call it again
+            # now rather than wait out the terminate timeout with the node alive.
+            tick.terminate_now.add(instance_id)
         elif status == S.ALLOCATION_FAILED and seen is not None:
             tick.move(instance_id, S.TERMINATING, "a failed launch left an instance behind")
     # Instances the cloud shows under our tags with no record (a crash before the intent was saved cannot produce
@@ -388,6 +393,7 @@ def _sync(tick: _Tick, cloud: dict[str, CloudInstance], ray: RayState | None) ->
                 cloud_instance_id=seen.cloud_instance_id,
             )
             tick.inserted.add(instance_id)
+            tick.terminate_now.add(instance_id)  # stopped in this tick's act step, not after the terminate timeout
 
 
 def _provisioning_failed(tick: _Tick, record: InstanceRecord, seen: CloudInstance) -> None:

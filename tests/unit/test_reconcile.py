@@ -11,6 +11,7 @@ import pytest
 
 from autoscaler.config import parse_cluster_config
 from autoscaler.model import (
+    CloudInstance,
     CloudState,
     ClusterRecord,
     ClusterStatus,
@@ -378,3 +379,35 @@ def test_a_drain_refused_for_the_token_is_an_auth_event_not_an_unanswered_drain(
     kinds = [e.kind for e in world.store.list_events("unit", limit=200)]
     assert "head-auth" in kinds
     assert "drain-unanswered" not in kinds
+
+
+def test_an_instance_tagged_for_the_cluster_but_unknown_is_terminated_in_the_same_tick():
+    world = running_world()
+    orphan = CloudInstance(
+        instance_id="orphan01",
+        cluster_name="unit",
+        node_type="cpu",
+        request_id="r-orphan",
+        state=CloudState.RUNNING,
+        cloud_instance_id="fake-orphan01",
+    )
+    world.cloud.instances[("unit", "orphan01")] = orphan
+
+    world.tick()
+
+    assert "terminate orphan01" in world.cloud.calls
+
+
+def test_a_saved_termination_whose_call_never_went_out_is_made_at_the_next_tick():
+    # A crash between saving the intent (terminating) and acting: the cloud still runs the instance.
+    world, worker = world_with_one_running_worker()
+    record = next(r for r in world.nodes(head=False) if r.instance_id == worker.instance_id)
+    snapshot = world.store.read_instances("unit")
+    world.store.commit_instances(
+        "unit", snapshot.fence_etag, [replace(record, status=InstanceStatus.TERMINATING, status_since=world.now)]
+    )
+    world.cloud.calls.clear()
+
+    world.tick()
+
+    assert f"terminate {worker.instance_id}" in world.cloud.calls
