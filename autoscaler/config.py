@@ -827,7 +827,7 @@ def _check_expansion(document: object) -> None:
             stack.extend((child, False) for child in children)
 
 
-def _kind(value: object) -> str:
+def _kind(value: object) -> str:  # noqa: PLR0911 -- one return per JSON kind named in errors: a lookup table would hide the order
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -333,7 +333,7 @@ def _settled(tick: _Tick) -> bool:
 # by the planner's scale-down rules (autoscaler/planner/scale_down.py), not here: this only records what was seen.
 
 
-def _sync(tick: _Tick, cloud: dict[str, CloudInstance], ray: RayState | None) -> None:
+def _sync(tick: _Tick, cloud: dict[str, CloudInstance], ray: RayState | None) -> None:  # noqa: C901,PLR0912 -- the instance state machine's sync step, one branch per observed transition, read as one table
     ray_by_instance = {node.instance_id: node for node in (ray.nodes if ray else ()) if node.instance_id}
     for instance_id, record in list(tick.records.items()):
         seen = cloud.get(instance_id)
@@ -417,7 +417,7 @@ def _mark_unavailable(tick: _Tick, node_type: str, ttl_s: float, reason: str) ->
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _decide(tick: _Tick, ray: RayState | None) -> ScalingPlan:
+def _decide(tick: _Tick, ray: RayState | None) -> ScalingPlan:  # noqa: C901 -- the head, the workers and deletion decided in order; each branch is one line
     live = [r for r in tick.records.values() if r.status.is_live]
     if tick.cluster.status == ClusterStatus.STOPPING:
         _terminate_all(tick, live, "autostop: the cluster is stopping")
@@ -664,7 +664,7 @@ def _save(store: StateStore, tick: _Tick, new_cluster: ClusterRecord) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _act(
+def _act(  # noqa: C901 -- one branch per kind of action, in the order they must run
     tick: _Tick,
     *,
     provider: CloudProvider,

@@ -341,7 +341,7 @@ class Service:
     # -- update -------------------------------------------------------------------------------------------------------
 
     @_storage_guarded
-    def update_cluster(self, name: str, body: bytes, content_type: str | None) -> UpdateResponse:
+    def update_cluster(self, name: str, body: bytes, content_type: str | None) -> UpdateResponse:  # noqa: C901 -- every refusal of an update is one early return with its own problem, in order
         """Apply a new config to an existing cluster: limits and node types take effect on the next tick, and the
         planner replaces workers whose node hash changed once they are idle (its Outdated rule). A change of the head
         (its type, or what its VM is made of) is refused: the head cannot be replaced without stopping the cluster."""

@@ -49,7 +49,7 @@ def demand_message(bundles: int) -> str:
     return f"pending demand: {bundles} bundle(s)"
 
 
-def build_series(
+def build_series(  # noqa: C901,PLR0912 -- one branch per kind of event the timeline draws
     events: Iterable[Event],
     instances: Sequence[InstanceRecord],
     *,

@@ -123,7 +123,7 @@ class Api:
             )
         return body
 
-    def error_for(self, method: str, path: str, answer: Answer) -> CliError:
+    def error_for(self, method: str, path: str, answer: Answer) -> CliError:  # noqa: PLR0911 -- one return per HTTP answer the CLI explains in its own line
         problem = answer.problem()
         detail = str(problem.get("detail") or problem.get("title") or "").strip()
         status = answer.status

@@ -223,7 +223,7 @@ def print_field_notes(session: Session, created: View) -> None:
         session.out.print(f"  ignored (only `ray up` uses them): {', '.join(map(str, ignored))}", soft_wrap=True)
 
 
-def follow(
+def follow(  # noqa: C901 -- the live view's loop: one branch per cluster state it reports
     session: Session,
     name: str,
     *,
@@ -563,7 +563,7 @@ def events(context: typer.Context, name: Annotated[str, typer.Argument(help="The
 
 @app.command()
 @handled
-def down(
+def down(  # noqa: C901 -- confirmation, deletion, waiting and the removal list, each with its own exit
     context: typer.Context,
     name: Annotated[str, typer.Argument(help="The cluster to delete.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,

@@ -125,7 +125,7 @@ def _find_rule(code: str, message: str) -> ErrorRule | None:
     return None
 
 
-def classify(
+def classify(  # noqa: PLR0911 -- the error table's precedence, one return per rule kind
     code: str,
     message: str,
     *,

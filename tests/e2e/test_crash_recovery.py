@@ -110,7 +110,7 @@ def kill_and_restart(host: HostProcess, name: str, phase: str, *, crash_at: str 
     )
 
 
-def test_kill_9_of_the_host_during_scale_up_and_scale_down_leaves_no_duplicate_and_no_orphan(work_dir: Path):
+def test_kill_9_of_the_host_during_scale_up_and_scale_down_leaves_no_duplicate_and_no_orphan(work_dir: Path):  # noqa: PLR0915 -- one scenario end to end, its steps in order
     seed = int(os.environ.get("E2E_CRASH_SEED") or secrets.randbelow(2**31))
     print(f"crash-recovery seed: {seed} (replay with E2E_CRASH_SEED={seed})", flush=True)
     rng = random.Random(seed)

@@ -143,7 +143,7 @@ def poisoned_messages(host: HostProcess) -> int:
     )
 
 
-def test_a_30_s_storage_outage_answers_503_in_time_loses_nothing_and_the_cluster_resumes(work_dir: Path):
+def test_a_30_s_storage_outage_answers_503_in_time_loses_nothing_and_the_cluster_resumes(work_dir: Path):  # noqa: PLR0915 -- one scenario end to end, its steps in order
     host = HostProcess(
         work_dir / "stack",
         work_dir / "logs",

@@ -266,7 +266,7 @@ def define(type_name: str, members: str) -> Obj:
     return definition
 
 
-def walk(node: Node, value: Any, path: str, rp: Rp, *, partial: bool = False) -> None:
+def walk(node: Node, value: Any, path: str, rp: Rp, *, partial: bool = False) -> None:  # noqa: C901 -- a schema walker: one branch per JSON kind
     """Check `value` against `node`; raise the RP's refusal for the first mismatch."""
     if isinstance(node, Obj):
         if not isinstance(value, dict) or (node.free_form and not all(isinstance(v, str) for v in value.values())):

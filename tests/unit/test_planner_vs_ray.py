@@ -84,7 +84,7 @@ class Scenario:
 # ----------------------------------------------------------------------------------------------
 
 
-def random_scenario(rng: random.Random) -> Scenario:
+def random_scenario(rng: random.Random) -> Scenario:  # noqa: C901 -- a generator of scenarios: one branch per random feature
     worker_types: dict[str, WorkerType] = {}
     for index in range(rng.randint(2, 6)):
         resources: dict[str, float] = {"CPU": float(rng.choice([1, 2, 4, 8, 16, 32, 64]))}

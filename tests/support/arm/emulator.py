@@ -678,7 +678,7 @@ class ArmEmulator:
 
     # ---------------------------------------------------------------- routing
 
-    def _route(
+    def _route(  # noqa: C901,PLR0911,PLR0912 -- ARM's URL space, one branch per route family, as a router reads
         self,
         method: str,
         path: str,
@@ -1229,7 +1229,7 @@ class ArmEmulator:
 
     # ---------------------------------------------------------------- virtual machines
 
-    def _create_vm(
+    def _create_vm(  # noqa: C901,PLR0912 -- the VM PUT's checks in the order Azure applies them
         self,
         vm_id: str,
         resource_group: str,

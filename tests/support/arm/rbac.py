@@ -211,7 +211,7 @@ def _group_prefix(path: str) -> str:
     return path[: path.lower().index("/providers/")] + "/providers"
 
 
-def _linked_checks(resource_type: str, path: str, document: Mapping[str, Any]) -> list[AccessCheck]:
+def _linked_checks(resource_type: str, path: str, document: Mapping[str, Any]) -> list[AccessCheck]:  # noqa: C901 -- one branch per kind of linked resource Azure checks
     properties = document.get("properties") or {}
     found: list[AccessCheck] = []
     if resource_type == VM:
