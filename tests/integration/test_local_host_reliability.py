@@ -222,6 +222,7 @@ def test_azurite_runs_without_telemetry_and_keeps_its_state_on_a_second_sigterm(
     # SIGTERM without a listener would end it before it saved what the API had acknowledged.
     azurite = start_azurite(tmp_path / "azurite")
     try:
+        assert azurite.process is not None
         command_line = Path(f"/proc/{azurite.process.pid}/cmdline").read_bytes().split(b"\0")
         environment = Path(f"/proc/{azurite.process.pid}/environ").read_bytes().split(b"\0")
         assert b"--disableTelemetry" in command_line
