@@ -1,4 +1,4 @@
-"""The imperative shell for one cluster tick: the six steps of DESIGN.md, in order.
+"""The imperative shell for one cluster tick: the six steps of docs/architecture.md ("One tick"), in order.
 
     1 read     state (Table Storage, with ETags)
     2 observe  the cloud: ONE list call, by tags
