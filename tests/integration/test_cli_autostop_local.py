@@ -1,6 +1,8 @@
 """Config updates, autostop and start through azray against the real app and real Ray nodes on 127.0.0.1.
 
-`up` creates a cluster with `autostop: {idle_minutes: 0.1}`; `up` with a lowered max_workers applies without touching
+`up` creates a cluster with `autostop: {idle_minutes: 0.1}`; `submit` runs a job needing more CPUs than the cluster
+has (it scales up, the output streams back, exit 0) and `status` shows it; `up` with a lowered max_workers applies
+without touching
 the head; the idle cluster (no demand, no busy node, no running Ray job as the head agent reads them) is stopped with
 every Ray process gone; `up` starts it again; `timeline` writes the SVG; `down` leaves no Ray process.
 """
@@ -34,6 +36,16 @@ available_node_types:
 head_node_type: head
 """
 EVERY_2_S = "*/2 * * * * *"
+# Two 1-CPU tasks at once, on a cluster of one 1-CPU worker: the second waits until a second worker joins.
+SCALING_JOB = """
+import time, ray
+ray.init()
+@ray.remote(num_cpus=1)
+def work(seconds):
+    time.sleep(seconds)
+    return 1
+print("both tasks done:", sum(ray.get([work.remote(5), work.remote(5)])), flush=True)
+"""
 UP_TIMEOUT_S = 150
 
 Azray = Callable[..., subprocess.CompletedProcess[str]]
@@ -96,13 +108,26 @@ def wait_for_status(stack: LocalStack, status: str, timeout_s: float) -> dict[st
     raise AssertionError(f"cluster never became {status}: {last.get('status')} ({last.get('status_reason')})")
 
 
-def test_update_autostop_start_timeline_and_down(stack: LocalStack, azray: Azray, work_dir: Path) -> None:
+def test_up_submit_scale_up_update_autostop_start_timeline_and_down(
+    stack: LocalStack, azray: Azray, work_dir: Path
+) -> None:
     config = work_dir / f"{NAME}.yaml"
     # A long idle period first: the update must land on a running cluster.
     config.write_text(CONFIG.replace("idle_minutes: 0.1", "idle_minutes: 60"))
     up = azray("up", str(config), "--timeout", str(UP_TIMEOUT_S))
     assert up.returncode == 0, up.stdout + up.stderr
     head = next(n for n in view(stack)["nodes"] if n["is_head"])  # type: ignore[attr-defined]
+
+    # A job needing more CPUs than the cluster has (the head has none, the one worker one): it scales up, its output
+    # streams back, and azray exits with the job's status.
+    job = azray("submit", NAME, "--", sys.executable, "-c", SCALING_JOB)
+    assert job.returncode == 0, job.stdout + job.stderr
+    assert "both tasks done: 2" in job.stdout
+    status = azray("status", NAME)
+    assert status.returncode == 0, status.stdout + status.stderr
+    cpu_nodes = {n["instance_id"] for n in view(stack)["nodes"] if n["node_type"] == "cpu"}  # type: ignore[attr-defined]
+    assert len(cpu_nodes) == 2, status.stdout  # the scale-up: a second worker joined for the waiting task
+    assert "cpu" in status.stdout
 
     config.write_text(CONFIG.replace("max_workers: 2\n", "max_workers: 1\n"))
     updated = azray("up", str(config), "--timeout", str(UP_TIMEOUT_S))
