@@ -164,7 +164,7 @@ class TickSample:
 @dataclass
 class TimerLoad:
     samples: list[TickSample] = field(default_factory=list)
-    timer_operations: list[int] = field(default_factory=list)
+    timer_operations: list[Counter[str]] = field(default_factory=list)  # per timer run: one list, then housekeeping
     round_seconds: list[float] = field(default_factory=list)
     dropped: int = 0
     create_seconds: list[float] = field(default_factory=list)
@@ -216,7 +216,7 @@ def run_timer_load(azurite: Azurite, *, clusters: int, rounds: int, workers: int
             timer_fired = time.perf_counter()
             transport.start()
             service.enqueue_active()
-            load.timer_operations.append(sum(transport.stop().values()))
+            load.timer_operations.append(transport.stop())
             ticked: set[str] = set()
             for sub_step in range(TIMER_PERIOD_S // SUB_STEP_S):
                 if sub_step:
@@ -285,7 +285,11 @@ def summarize_timer_load(load: TimerLoad, *, clusters: int, rounds: int, workers
             "steady_state_ticks_without_writes": sum(1 for s in steady if not writes(s)),
             "by_kind": dict(sorted(kinds.items())),
         },
-        "timer_fan_out_table_ops": load.timer_operations[-1] if load.timer_operations else 0,  # one list, paged
+        "timer_run_table_ops": {
+            "p50": percentile([float(sum(c.values())) for c in load.timer_operations], 0.5),
+            "max": max((sum(c.values()) for c in load.timer_operations), default=0),
+            "by_kind": dict(sorted(sum(load.timer_operations, Counter()).items())),
+        },
         "round_seconds": {
             "p50": round(percentile(load.round_seconds, 0.5), 2),
             "max": round(max(load.round_seconds, default=0.0), 2),
@@ -363,11 +367,11 @@ def run_api_load(azurite: Azurite, *, clusters: int, seed: int) -> dict[str, Any
     with api_host(azurite, cloud, ray) as (api, store):
         deadline = time.monotonic() + API_DEADLINE_S
         first: list[Operation] = [("create", name) for name in names for _ in range(3)]
-        first += [("get", rng.choice(names)) for _ in range(clusters)] + [("list", "")] * 10
+        first += [("get", rng.choice(names)) for _ in range(3 * clusters)] + [("list", "")] * 20
         rng.shuffle(first)
         run_operations(session, api, first, load, deadline)
         second: list[Operation] = [("delete", name) for name in sorted(to_delete) for _ in range(2)]
-        second += [("get", name) for name in names for _ in range(2)] + [("list", "")] * 10
+        second += [("get", name) for name in names for _ in range(3)] + [("list", "")] * 20
         rng.shuffle(second)
         run_operations(session, api, second, load, deadline)
         load_seconds = time.perf_counter() - started
@@ -490,7 +494,7 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=200, help="clusters on the timer path (default 200)")
     parser.add_argument("--rounds", type=int, default=8, help="timer periods of 15 simulated seconds (default 8)")
     parser.add_argument("--workers", type=int, default=16, help="ticks in parallel (host.json batchSize 16)")
-    parser.add_argument("--api-clusters", type=int, default=60, help="clusters of the API load (default 60)")
+    parser.add_argument("--api-clusters", type=int, default=120, help="clusters of the API load (default 120)")
     parser.add_argument("--seed", type=int, default=1)
     arguments = parser.parse_args()
     if min(arguments.clusters, arguments.rounds, arguments.workers, arguments.api_clusters) < 1:
