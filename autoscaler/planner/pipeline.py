@@ -3,7 +3,7 @@ placement left unneeded, and keep the best of the scorers' plans."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from autoscaler.config import ClusterConfig, is_outdated_node_hash
@@ -120,26 +120,23 @@ def _observe(
         if record.is_head or not record.status.is_live or record.instance_id in taken:
             continue
         worker = types.get(record.node_type)
+        if record.status is InstanceStatus.DRAINING:
+            # Leaving, but not gone: Ray refuses to drain a node that got busy again, and an unanswered drain is
+            # given up; either way the node stays. It offers no capacity, yet counts against max_workers.
+            if worker is not None:
+                cluster.counts[worker.name] += 1
+            continue
         if record.status in LAUNCHING and worker is not None:
             cluster.counts[worker.name] += 1
             cluster.launching[worker.name] += 1
             by_kind[Kind.LAUNCHING].append(_type_slot(resources, worker, Kind.LAUNCHING, record.instance_id))
         elif record.status is InstanceStatus.RAY_RUNNING:
-            if ray is None:
-                # No news from Ray: the node keeps counting, with unknown usage, and is never taken for idle.
-                if worker is None:
-                    continue
-                slot = _type_slot(resources, worker, Kind.BUSY, record.instance_id)
-            else:
-                node = ray_nodes.get(record.instance_id)
-                if node is None or node.status in (RayNodeStatus.DEAD, RayNodeStatus.DRAINING):
-                    continue  # dead ones are taken by the dead-node rule; draining ones are already leaving
-                kind = Kind.IDLE if node.status == RayNodeStatus.IDLE else Kind.BUSY
-                slot = _ray_slot(resources, node, record.node_type, kind, config)
-            by_kind[slot.kind].append(slot)
-            if worker is not None:
+            slot, counts = _running_slot(config, resources, record, worker=worker, ray=ray, ray_nodes=ray_nodes)
+            if slot is not None:
+                by_kind[slot.kind].append(slot)
+            if counts and worker is not None:
                 cluster.counts[worker.name] += 1
-                cluster.running[worker.name] += 1
+                cluster.running[worker.name] += slot is not None
     if ray is not None:
         _add_ray_only_slots(config, resources, instances, ray, by_kind)
     # Demand lands on running nodes before launching ones, and on recently used idle nodes before long idle
@@ -148,6 +145,28 @@ def _observe(
     order = (Kind.HEAD, Kind.BUSY, Kind.UNMANAGED, Kind.IDLE, Kind.LAUNCHING)
     cluster.slots = [slot for kind in order for slot in by_kind[kind]]
     return cluster
+
+
+def _running_slot(
+    config: PlannerConfig,
+    resources: Resources,
+    record: InstanceRecord,
+    *,
+    worker: WorkerType | None,
+    ray: RayState | None,
+    ray_nodes: Mapping[str, RayNode],
+) -> tuple[Slot | None, bool]:
+    """A ray_running worker as capacity (None: it offers none), and whether it counts against max_workers."""
+    if ray is None:
+        # No news from Ray: the node keeps counting, with unknown usage, and is never taken for idle.
+        return (None, False) if worker is None else (_type_slot(resources, worker, Kind.BUSY, record.instance_id), True)
+    node = ray_nodes.get(record.instance_id)
+    if node is None or node.status == RayNodeStatus.DEAD:
+        return None, False  # the dead-node rule takes it
+    if node.status == RayNodeStatus.DRAINING:
+        return None, True  # Ray drains it: no capacity, but it counts until it is gone
+    kind = Kind.IDLE if node.status == RayNodeStatus.IDLE else Kind.BUSY
+    return _ray_slot(resources, node, record.node_type, kind, config), True
 
 
 def _add_ray_only_slots(

@@ -41,6 +41,15 @@ def unavailable(node_type: str, *, minutes: float = 30.0) -> Unavailability:
 
 LAUNCH_CASES = [
     Case(
+        "a draining worker counts against max_workers (Ray may refuse its drain and keep it)",
+        Cluster(
+            config(worker("cpu", CPU8, max_workers=2)),
+            nodes=[launching("leaving", "cpu", status=InstanceStatus.DRAINING), launching("up", "cpu")],
+            pending=[({"CPU": 8}, 3)],
+        ),
+        launches={},
+    ),
+    Case(
         "min_workers are launched when absent",
         Cluster(config(worker("cpu", CPU8, min_workers=2))),
         launches={"cpu": 2},
