@@ -263,7 +263,15 @@ def test_each_request_is_logged_with_method_path_status_and_duration(start_host,
     caplog.set_level("INFO", logger="local.http")
     host = start_host()
     requests.delete(f"{host.base_url}/api/items/alpha?code=secret-key", timeout=5)
-    lines = [record.getMessage() for record in caplog.records if record.name == "local.http"]
+
+    # The server thread logs the request once the response is written: the client may read it a moment before.
+    def logged() -> list[str]:
+        return [record.getMessage() for record in caplog.records if record.name == "local.http"]
+
+    deadline = time.monotonic() + 5
+    while not any(line.startswith("DELETE /api/items/alpha 200 ") for line in logged()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    lines = logged()
     assert any(line.startswith("DELETE /api/items/alpha 200 ") and line.endswith(" ms") for line in lines)
     assert not any("secret-key" in line for line in lines)
 
