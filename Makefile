@@ -82,6 +82,8 @@ bench: install
 	PYTHONPATH=. $(PY) bench/planner.py
 	PYTHONPATH=. $(PY) bench/arm_calls.py
 	PYTHONPATH=. $(PY) bench/latency_local.py
+	PYTHONPATH=. $(PY) bench/faults.py
+	PYTHONPATH=. $(PY) bench/load.py
 
 clean:
 	rm -rf $(DATA) demo-out
