@@ -46,7 +46,7 @@ from autoscaler.model import (
     Unavailability,
     format_shape,
 )
-from autoscaler.planner import plan
+from autoscaler.planner import DEFAULT_LAUNCH_TIMEOUT_S, plan
 from autoscaler.ports import (
     CapacityError,
     CloudError,
@@ -429,7 +429,9 @@ def _decide(tick: _Tick, ray: RayState | None) -> ScalingPlan:  # noqa: C901 -- 
 
     head = next((r for r in live if r.is_head), None)
     if head is None:
-        failed = [r for r in tick.records.values() if r.is_head and r.status == S.ALLOCATION_FAILED]
+        # Heads whose launch failed, whatever became of their VM since (a failed launch's VM is terminated).
+        failed = [r for r in tick.records.values() if r.is_head and not r.status.is_live and r.last_error]
+        failed.sort(key=lambda r: r.created_at)
         if tick.cluster.status == ClusterStatus.RUNNING:
             tick.failure = "the head instance is gone"
         elif len(failed) >= HEAD_LAUNCH_ATTEMPTS:
@@ -440,6 +442,7 @@ def _decide(tick: _Tick, ray: RayState | None) -> ScalingPlan:  # noqa: C901 -- 
         _queue(tick, tick.config.head_node_type, is_head=True, reason="every cluster has one head")
         return ScalingPlan(notes=(f"launch head {tick.config.head_node_type}",))
     if head.status != S.RAY_RUNNING:
+        _fail_a_head_that_never_ran_ray(tick, head)
         return ScalingPlan(notes=(f"waiting for the head ({head.status})",))
 
     unavailable = [u for u in tick.cluster.unavailable if u.until > tick.now]
@@ -452,6 +455,20 @@ def _decide(tick: _Tick, ray: RayState | None) -> ScalingPlan:  # noqa: C901 -- 
     for termination in decided.terminations:
         _apply_termination(tick, termination)
     return decided
+
+
+def _fail_a_head_that_never_ran_ray(tick: _Tick, head: InstanceRecord) -> None:
+    """A launched head whose agent has not answered within its type's launch timeout (a boot that failed, a VM that
+    never started) would keep the cluster `creating` forever: its launch counts as failed, the VM goes, and the head
+    is launched again, up to HEAD_LAUNCH_ATTEMPTS."""
+    if head.status not in (S.REQUESTED, S.ALLOCATED):
+        return
+    node_type = tick.config.available_node_types.get(head.node_type)
+    timeout_s = (node_type.launch_timeout_s if node_type else None) or DEFAULT_LAUNCH_TIMEOUT_S
+    age_s = (tick.now - (head.launched_at or head.created_at)).total_seconds()
+    if age_s > timeout_s:
+        why = f"the head did not run Ray within {timeout_s:g} s of its launch"
+        tick.move(head.instance_id, S.ALLOCATION_FAILED, why, error=why)
 
 
 def _terminate_all(tick: _Tick, live: Sequence[InstanceRecord], why: str) -> None:

@@ -411,3 +411,21 @@ def test_a_saved_termination_whose_call_never_went_out_is_made_at_the_next_tick(
     world.tick()
 
     assert f"terminate {worker.instance_id}" in world.cloud.calls
+
+
+def test_a_head_that_never_runs_ray_is_relaunched_then_fails_the_cluster_after_three_attempts():
+    # The head agent never answers (a boot that failed): without a bound the cluster would wait forever.
+    world = new_world()
+    world.ray.reachable = False
+    heads_launched = set()
+    for _ in range(200):
+        world.tick(advance_s=60)
+        heads_launched |= {r.instance_id for r in world.nodes(head=True)}
+        if world.cluster().status == ClusterStatus.FAILED:
+            break
+
+    assert world.cluster().status == ClusterStatus.FAILED
+    assert "the head failed to launch 3 times" in world.cluster().status_reason
+    assert "did not run Ray within 600 s" in world.cluster().status_reason
+    assert len(heads_launched) == 3
+    assert not [r for r in world.nodes() if r.status.is_live]
