@@ -287,6 +287,8 @@ class LocalCloudProvider:
             "--token-file",
             str(layout.token_path),
         ]
+        if request.labels:
+            command += ["--labels-json", json.dumps(dict(request.labels), sort_keys=True)]
         if request.is_head:
             command.append("--head")
             control_plane_url = request.control_plane_url or self.control_plane_url

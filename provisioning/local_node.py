@@ -125,6 +125,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--head", action="store_true", help="start a head node (GCS, dashboard, head agent)")
     parser.add_argument("--head-address", default="", help="GCS host:port of the head; required for workers")
     parser.add_argument("--resources-json", default="{}", help='the node type\'s resources, e.g. {"CPU": 2}')
+    parser.add_argument("--labels-json", default="{}", help='the node type\'s labels, e.g. {"zone": "a"}')
     parser.add_argument("--launch-delay-s", type=float, default=0.0)
     parser.add_argument("--ray-temp-dir", required=True, help="Ray's temp folder (short: it holds unix sockets)")
     parser.add_argument("--token-file", required=True, help="the 0600 file holding the cluster token")
@@ -163,6 +164,8 @@ def _ray_params(
         "num_cpus": _whole_if_integral(num_cpus),
         "num_gpus": _whole_if_integral(num_gpus),
         "resources": resources,
+        # The node type's labels, so that Ray places label-selector demand on this node.
+        "labels": dict(json.loads(args.labels_json)),
         "object_store_memory": int(object_store_memory_bytes),
         "temp_dir": args.ray_temp_dir,
         "node_manager_port": ports["node_manager_port"],

@@ -41,6 +41,9 @@ CRASHED_WORKER_ID = "worker-0004"
 START_TIMEOUT_S = 90.0
 
 
+WORKER_LABELS = {"zone": "a", "team.example/accelerator": "none"}
+
+
 def launch_request(
     instance_id: str,
     *,
@@ -49,6 +52,7 @@ def launch_request(
     is_head: bool = False,
     head_address: str = "",
     resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> LaunchRequest:
     return LaunchRequest(
         cluster_name=cluster_name,
@@ -61,6 +65,7 @@ def launch_request(
         cluster_token=TOKEN,
         config_hash="config-hash",
         head_address=head_address,
+        labels=labels or {},
     )
 
 
@@ -188,7 +193,10 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
         (head,) = wait_until_running(provider, CLUSTER, HEAD_ID)
         worker_ids = (WORKER_ID, TERMINATED_WORKER_ID, EVICTED_WORKER_ID, CRASHED_WORKER_ID)
         for instance_id, cpus in zip(worker_ids, (2, 1, 1, 1), strict=True):
-            provider.launch(launch_request(instance_id, head_address=head.ray_address, resources={"CPU": cpus}))
+            labels = WORKER_LABELS if instance_id == WORKER_ID else None
+            provider.launch(
+                launch_request(instance_id, head_address=head.ray_address, resources={"CPU": cpus}, labels=labels)
+            )
         instances = wait_until_running(provider, CLUSTER, *worker_ids)
         yield LocalCluster(
             provider=provider,
@@ -601,3 +609,13 @@ def test_destroy_leaves_no_process_and_no_folder(local_cluster: LocalCluster) ->
     assert not (local_cluster.data_dir / "clusters" / CLUSTER).exists()
     assert provider.list_instances(CLUSTER) == []
     assert any(HEAD_ID in removed for removed in report.removed)
+
+
+@pytest.mark.ray
+def test_a_worker_starts_with_its_node_types_labels(local_cluster: LocalCluster) -> None:
+    script = "import json, ray; ray.init(); print(json.dumps([n.get('Labels', {}) for n in ray.nodes() if n['Alive']]))"
+    labels_by_node = json.loads(
+        run_driver(local_cluster.provider, local_cluster.head.ray_address, script).splitlines()[-1]
+    )
+
+    assert any(WORKER_LABELS.items() <= labels.items() for labels in labels_by_node), labels_by_node
