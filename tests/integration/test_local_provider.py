@@ -485,6 +485,16 @@ def test_workers_started_at_once_each_have_their_own_raylet_and_object_store_soc
 
 
 @pytest.mark.ray
+def test_a_worker_starts_with_its_node_types_labels(local_cluster: LocalCluster) -> None:
+    script = "import json, ray; ray.init(); print(json.dumps([n.get('Labels', {}) for n in ray.nodes() if n['Alive']]))"
+    labels_by_node = json.loads(
+        run_driver(local_cluster.provider, local_cluster.head.ray_address, script).splitlines()[-1]
+    )
+
+    assert any(WORKER_LABELS.items() <= labels.items() for labels in labels_by_node), labels_by_node
+
+
+@pytest.mark.ray
 def test_every_socket_of_the_cluster_listens_on_loopback_only(local_cluster: LocalCluster) -> None:
     pids = set(cluster_processes(local_cluster.data_dir, CLUSTER))
     # -l: listening TCP and bound UDP sockets; -p: owning processes.
@@ -609,13 +619,3 @@ def test_destroy_leaves_no_process_and_no_folder(local_cluster: LocalCluster) ->
     assert not (local_cluster.data_dir / "clusters" / CLUSTER).exists()
     assert provider.list_instances(CLUSTER) == []
     assert any(HEAD_ID in removed for removed in report.removed)
-
-
-@pytest.mark.ray
-def test_a_worker_starts_with_its_node_types_labels(local_cluster: LocalCluster) -> None:
-    script = "import json, ray; ray.init(); print(json.dumps([n.get('Labels', {}) for n in ray.nodes() if n['Alive']]))"
-    labels_by_node = json.loads(
-        run_driver(local_cluster.provider, local_cluster.head.ray_address, script).splitlines()[-1]
-    )
-
-    assert any(WORKER_LABELS.items() <= labels.items() for labels in labels_by_node), labels_by_node
