@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from autoscaler.model import CloudState, LaunchRequest
+from autoscaler.model import LaunchRequest
 from provisioning.local import LocalCloudProvider, cluster_processes
 from tests.e2e.chaos import (
     check_one_node_per_instance_and_no_orphan,
@@ -248,14 +248,7 @@ def test_an_instance_the_table_does_not_know_is_stopped_at_once_and_does_not_hol
                 head_address=view["head"]["ray_address"],
             )
         )
-        deadline = time.monotonic() + HEAD_TIMEOUT_S
-        while not any(
-            i.instance_id == orphan_id and i.state is CloudState.RUNNING for i in provider.list_instances(ORPHAN_NAME)
-        ):
-            assert time.monotonic() < deadline, (
-                f"the unknown instance never ran Ray: {provider.list_instances(ORPHAN_NAME)}"
-            )
-            time.sleep(0.5)
+        # The next tick may find it while it is still starting: it is terminated in that tick either way.
         found = wait_for(
             host,
             ORPHAN_NAME,
