@@ -64,6 +64,8 @@ class _NodePayload(_WireModel):
     available_resources: dict[str, float] = Field(default_factory=dict)
     is_head: bool = False
     labels: dict[str, str] = Field(default_factory=dict)  # Ray 2.60 node labels; absent from an older agent
+    # ISO 8601 with offset: when Azure stops this node's VM after a Preempt notice (NotBefore); absent without one.
+    preempt_deadline: AwareDatetime | None = None
 
     _resources_are_amounts = field_validator("total_resources", "available_resources")(_check_resources)
 
@@ -125,6 +127,7 @@ def parse_state(payload: object) -> RayState:
                 available_resources=node.available_resources,
                 is_head=node.is_head,
                 labels=node.labels,
+                preempt_deadline=node.preempt_deadline,
             )
             for node in state.nodes
         ),

@@ -201,6 +201,9 @@ class RayNode:
     available_resources: Mapping[str, float]
     is_head: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)  # as Ray reports them; {} from an agent that does not
+    # The node's VM received a spot preemption notice (Azure Scheduled Events `Preempt`): Azure stops it at this time
+    # (the event's NotBefore). None when no notice was seen, or from an agent that does not report notices.
+    preempt_deadline: datetime | None = None
 
 
 @dataclass(frozen=True)
