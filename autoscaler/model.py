@@ -130,6 +130,12 @@ class CloudInstance:
     failure_kind: str = ""  # "capacity" | "quota" | "invalid" | "" (unknown or transient)
     failure_code: str = ""  # e.g. "ZonalAllocationFailed"
     failure_ttl_s: float = 0.0  # how long the node type should be avoided
+    # Set for a VM of a scale-set (pool) node type: the pool's node type. Such a VM is created by a capacity change,
+    # not by a launch of one record, so its `instance_id` is the VM's own name (what the VM reports to Ray) and its
+    # `request_id` is "": the shell binds it to one of the type's launched records (see reconcile's sync step).
+    pool: str = ""
+    availability_zone: str = ""  # the zone the cloud placed it in, when it tells ("" when unknown or regional)
+    priority: str = ""  # "spot" | "regular" | "" (unknown): what the cloud gave this VM (Spot Priority Mix)
 
 
 @dataclass(frozen=True)
@@ -150,6 +156,13 @@ class LaunchRequest:
     availability_zone: str = ""  # chosen by the shell (round-robin)
     # The node type's labels: the node starts with them, so Ray places label-selector demand on it.
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Scale-set (pool) node types only: how many instances of this node type the cluster should have once this
+    # launch lands (every live record of the type, this one included). A provider sets the pool's capacity to it,
+    # which makes a repeated launch (a crash before the shell saved it) harmless.
+    pool_target: int = 0
+    # "spot" | "regular" | "": the priority the shell chose for this launch ("" = the node type's own setting). A
+    # spot node type with `spot_fallback: regular` is launched with "regular" while its spot offerings are avoided.
+    priority: str = ""
 
 
 # --------------------------------------------------------------------------------------------

@@ -159,6 +159,20 @@ class CloudProvider(Protocol):
 
 
 @runtime_checkable
+class LaunchesInBatches(Protocol):
+    """Optional: a provider that launches and terminates many instances at once, within the cloud's write budget (Azure:
+    parallel VM PUTs paced by Compute's remaining-budget headers; a scale-set node type grows by one capacity write and
+    shrinks by one delete-instances call). The shell hands it every launch (and every terminate) of one tick.
+
+    Each returns one outcome per item, in order: None when accepted, else the CloudError that `launch`/`terminate`
+    would have raised for that item (ThrottledError for items not issued because the budget ran out)."""
+
+    def launch_many(self, requests: Sequence[LaunchRequest]) -> list[CloudError | None]: ...
+
+    def terminate_many(self, cluster_name: str, instance_ids: Sequence[str]) -> list[CloudError | None]: ...
+
+
+@runtime_checkable
 class RemembersHeadAddress(Protocol):
     """Optional: a provider that would otherwise pay a cloud read to learn the head's address (Azure: a NIC read)
     takes it from the cluster's stored state instead, so a fresh process (a new Functions instance) pays nothing."""
