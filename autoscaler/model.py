@@ -308,6 +308,10 @@ class ClusterRecord:
     # nothing of it exists in the cloud, so deleting it needs no provider at all.
     cloud_touched: bool = False
     head_auth_error: str = ""  # the head agent refuses the cluster token; "" while it accepts it (or is unknown)
+    # Since when the running head's VM is listed but its agent does not answer (written once, cleared by an answer).
+    # A head silent for longer than the head-unreachable timeout fails the cluster (a deallocated head VM is still
+    # listed as running: Azure's VM list carries no power state).
+    head_unreachable_since: datetime | None = None
     # Autostop: since when the running cluster has had no pending demand, no busy node and no running Ray job.
     idle_since: datetime | None = None
     # Set when a deleted cluster's rows were removed after the retention period: the row is then a tombstone that

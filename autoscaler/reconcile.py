@@ -68,6 +68,9 @@ from autoscaler.views import boot_phases_observation
 log = logging.getLogger(__name__)
 
 S = InstanceStatus
+# A running head whose VM is listed but whose agent has not answered for this long fails the cluster: a deallocated
+# (spot-evicted or stopped outside) head is still listed as running, and workers without a head only cost money.
+HEAD_UNREACHABLE_TIMEOUT_S = 600.0
 HEAD_LAUNCH_ATTEMPTS = 3  # a head that fails this many times fails the cluster (with the reasons in its events)
 FINAL_RECORD_RETENTION = timedelta(minutes=30)  # terminated rows stay visible in the status for a while, then go
 BACKOFF_FIRST_S = 15.0  # one timer period: a single failure costs at most the next timer tick
@@ -86,6 +89,7 @@ class ReconcileDeps:
     clock: Callable[[], datetime]
     control_plane_url: str = ""
     head_info_extra: Callable[[ClusterConfig, str], HeadInfo] | None = None  # e.g. the local auth token path
+    head_unreachable_timeout_s: float = HEAD_UNREACHABLE_TIMEOUT_S  # app setting HEAD_UNREACHABLE_TIMEOUT_S
 
 
 @dataclass
@@ -287,9 +291,13 @@ def _reconcile_active(cluster: ClusterRecord, now: datetime, deps: ReconcileDeps
             head_auth_error = str(error)[:MAX_ERROR_CHARS]
         except HeadUnreachableError as error:
             log.info("cluster %s: head agent unreachable (%s): no new information from Ray", cluster_name, error)
+            _note_head_unreachable(tick, str(error))
+    if ray is not None or head_auth_error:
+        tick.cluster = replace(tick.cluster, head_unreachable_since=None)  # the agent answered
 
     # -- 4 decide ---------------------------------------------------------------------------------------------------
     _sync(tick, cloud, ray)
+    _fail_a_silent_head(tick, deps.head_unreachable_timeout_s)
     _autostop(tick, ray)
     decided = _decide(tick, ray)
     new_cluster = _next_cluster_record(
@@ -417,7 +425,7 @@ def _mark_unavailable(tick: _Tick, node_type: str, ttl_s: float, reason: str) ->
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _decide(tick: _Tick, ray: RayState | None) -> ScalingPlan:  # noqa: C901 -- the head, the workers and deletion decided in order; each branch is one line
+def _decide(tick: _Tick, ray: RayState | None) -> ScalingPlan:
     live = [r for r in tick.records.values() if r.status.is_live]
     if tick.cluster.status == ClusterStatus.STOPPING:
         _terminate_all(tick, live, "autostop: the cluster is stopping")
@@ -426,8 +434,27 @@ def _decide(tick: _Tick, ray: RayState | None) -> ScalingPlan:  # noqa: C901 -- 
         why = "cluster deleted" if tick.cluster.status == ClusterStatus.DELETING else "cluster failed"
         _terminate_all(tick, live, why)
         return ScalingPlan(notes=(f"{why}: terminating every instance",))
+    head_plan = _decide_head(tick, live)
+    if head_plan is not None:
+        return head_plan
+    unavailable = [u for u in tick.cluster.unavailable if u.until > tick.now]
+    decided = plan(
+        config=tick.config, instances=list(tick.records.values()), ray=ray, unavailable=unavailable, now=tick.now
+    )
+    for launch in decided.launches:
+        for _ in range(launch.count):
+            _queue(tick, launch.node_type, is_head=False, reason=launch.reason)
+    for termination in decided.terminations:
+        _apply_termination(tick, termination)
+    return decided
 
+
+def _decide_head(tick: _Tick, live: Sequence[InstanceRecord]) -> ScalingPlan | None:
+    """What the head needs before any worker is decided: None once it runs Ray (the planner decides the workers)."""
     head = next((r for r in live if r.is_head), None)
+    if head is not None and tick.failure:  # a head that no longer answers (_fail_a_silent_head)
+        _terminate_all(tick, live, tick.failure)
+        return ScalingPlan(notes=(f"cluster failed: {tick.failure}",))
     if head is None:
         # Heads whose launch failed, whatever became of their VM since (a failed launch's VM is terminated).
         failed = [r for r in tick.records.values() if r.is_head and not r.status.is_live and r.last_error]
@@ -444,17 +471,31 @@ def _decide(tick: _Tick, ray: RayState | None) -> ScalingPlan:  # noqa: C901 -- 
     if head.status != S.RAY_RUNNING:
         _fail_a_head_that_never_ran_ray(tick, head)
         return ScalingPlan(notes=(f"waiting for the head ({head.status})",))
+    return None
 
-    unavailable = [u for u in tick.cluster.unavailable if u.until > tick.now]
-    decided = plan(
-        config=tick.config, instances=list(tick.records.values()), ray=ray, unavailable=unavailable, now=tick.now
-    )
-    for launch in decided.launches:
-        for _ in range(launch.count):
-            _queue(tick, launch.node_type, is_head=False, reason=launch.reason)
-    for termination in decided.terminations:
-        _apply_termination(tick, termination)
-    return decided
+
+def _note_head_unreachable(tick: _Tick, error: str) -> None:
+    """Remember since when a running cluster's head has been silent: written once (the first silent tick), so the
+    timeout counts from the first miss, not the last."""
+    if tick.cluster.status != ClusterStatus.RUNNING or tick.cluster.head_unreachable_since is not None:
+        return
+    tick.cluster = replace(tick.cluster, head_unreachable_since=tick.now)
+    tick.event("head-unreachable", f"the head agent does not answer: {error[:MAX_ERROR_CHARS]}")
+
+
+def _fail_a_silent_head(tick: _Tick, timeout_s: float) -> None:
+    """A running head listed by the cloud but silent for longer than `timeout_s` will not come back by itself (a
+    deallocated VM stays deallocated; Azure's list shows it as running): the cluster fails, which terminates every
+    instance, so its workers stop costing money. Its user sees why and can delete or re-create it."""
+    since = tick.cluster.head_unreachable_since
+    if tick.cluster.status != ClusterStatus.RUNNING or since is None:
+        return
+    silent_s = (tick.now - since).total_seconds()
+    if silent_s > timeout_s:
+        tick.failure = (
+            f"the head agent has not answered since {since.isoformat()} ({silent_s:.0f} s, more than the "
+            f"{timeout_s:g} s allowed): its VM is presumably deallocated or broken"
+        )
 
 
 def _fail_a_head_that_never_ran_ray(tick: _Tick, head: InstanceRecord) -> None:

@@ -35,6 +35,8 @@ class Settings:
     event_retention_days: float = 7.0
     events_per_cluster: int = 500
     deleted_cluster_retention_hours: float = 24.0
+    # A running cluster whose head VM is listed but whose agent has not answered for this long fails (docs/deploy.md).
+    head_unreachable_timeout_s: float = 600.0
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -65,6 +67,7 @@ class Settings:
             event_retention_days=_number(env, "EVENT_RETENTION_DAYS", 7.0),
             events_per_cluster=int(_number(env, "EVENTS_PER_CLUSTER", 500, whole=True)),
             deleted_cluster_retention_hours=_number(env, "DELETED_CLUSTER_RETENTION_HOURS", 24.0),
+            head_unreachable_timeout_s=_number(env, "HEAD_UNREACHABLE_TIMEOUT_S", 600.0),
         )
 
 

@@ -110,6 +110,11 @@ class ClusterView(_View):
         None, description="No tick runs before this time (exponential backoff after failed ticks)."
     )
     head_auth_error: str = Field("", description="Set while the head agent refuses the cluster token.")
+    head_unreachable_since: datetime | None = Field(
+        None,
+        description="Since when the running head's agent has not answered (null while it answers); past the "
+        "head-unreachable timeout the cluster fails.",
+    )
     provider: str
     created_at: datetime
     updated_at: datetime
@@ -168,6 +173,7 @@ class ClusterView(_View):
             last_error_at=record.last_error_at,
             backoff_until=record.backoff_until,
             head_auth_error=record.head_auth_error,
+            head_unreachable_since=record.head_unreachable_since,
             provider=provider,
             created_at=record.created_at,
             updated_at=record.updated_at,
@@ -206,6 +212,9 @@ def status_reason_of(record: ClusterRecord) -> str:
     if record.head_auth_error:
         prefix = f"{record.status_reason}; " if record.status_reason else ""
         return f"{prefix}the head agent refuses the cluster token, Ray's state is unknown: {record.head_auth_error}"
+    if record.head_unreachable_since is not None and record.status == ClusterStatus.RUNNING:
+        since = record.head_unreachable_since.isoformat()
+        return f"the head agent has not answered since {since}: Ray's state is unknown, nothing is scaled down"
     return record.status_reason
 
 

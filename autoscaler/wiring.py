@@ -103,6 +103,7 @@ def build_service(settings: Settings | None = None, *, clock: Callable[[], datet
         clock=clock,
         control_plane_url=settings.control_plane_url,
         head_info_extra=providers.head_info_extra,
+        head_unreachable_timeout_s=settings.head_unreachable_timeout_s,
     )
     return Service(
         deps=deps,

@@ -190,6 +190,8 @@ def encode_cluster(record: ClusterRecord) -> Entity:
         entity["purged_at"] = _to_utc(record.purged_at, "purged_at")
     if record.idle_since is not None:
         entity["idle_since"] = _to_utc(record.idle_since, "idle_since")
+    if record.head_unreachable_since is not None:
+        entity["head_unreachable_since"] = _to_utc(record.head_unreachable_since, "head_unreachable_since")
     size_bytes = entity_size_bytes(entity)
     if size_bytes > MAX_ENTITY_BYTES:
         config_bytes = utf16_units(record.config_json) * 2
@@ -229,6 +231,7 @@ def decode_cluster(entity: Mapping[str, object], etag: str) -> ClusterRecord:
         head_auth_error=get_text(entity, "head_auth_error"),
         purged_at=_optional_datetime(entity, "purged_at"),
         idle_since=_optional_datetime(entity, "idle_since"),
+        head_unreachable_since=_optional_datetime(entity, "head_unreachable_since"),
         etag=etag,
     )
 

@@ -23,6 +23,7 @@ from autoscaler.model import (
 from autoscaler.ray_state import HeadAuthError
 from autoscaler.reconcile import ReconcileDeps, TickResult, reconcile
 from autoscaler.state import InMemoryStateStore
+from autoscaler.views import status_reason_of
 from provisioning.cloud import CapacityError, ThrottledError
 from tests.support.fakes import FakeCloudProvider, FakeRayReader
 
@@ -429,3 +430,48 @@ def test_a_head_that_never_runs_ray_is_relaunched_then_fails_the_cluster_after_t
     assert "did not run Ray within 600 s" in world.cluster().status_reason
     assert len(heads_launched) == 3
     assert not [r for r in world.nodes() if r.status.is_live]
+
+
+def test_a_silent_head_is_recorded_once_then_fails_the_cluster_after_the_timeout():
+    world, worker = world_with_one_running_worker()
+    world.ray.reachable = False  # a deallocated head VM: still listed as running, its agent silent
+    world.tick()
+    since = world.cluster().head_unreachable_since
+    assert since == world.now
+    assert "has not answered since" in status_reason_of(world.cluster())
+    for _ in range(9):
+        world.tick(advance_s=60)
+    assert world.cluster().head_unreachable_since == since  # written once: the timeout counts from the first miss
+    assert world.cluster().status == ClusterStatus.RUNNING
+    assert [e.kind for e in world.store.list_events("unit")].count("head-unreachable") == 1
+    world.tick(advance_s=61)  # 601 s of silence
+    cluster = world.cluster()
+    assert cluster.status == ClusterStatus.FAILED
+    assert "has not answered since" in cluster.status_reason
+    assert all(r.status in (S.TERMINATING, S.TERMINATED) for r in world.nodes())
+    assert f"terminate {worker.instance_id}" in world.cloud.calls
+
+
+def test_a_head_that_answers_again_clears_its_silence_and_the_timeout_starts_over():
+    world = running_world()
+    world.ray.reachable = False
+    world.tick()
+    world.tick(advance_s=500)
+    world.ray.reachable = True
+    world.tick()
+    assert world.cluster().head_unreachable_since is None
+    world.ray.reachable = False
+    world.tick()
+    world.tick(advance_s=500)
+    assert world.cluster().status == ClusterStatus.RUNNING
+
+
+def test_the_head_unreachable_timeout_is_the_deps_setting():
+    world = running_world()
+    world.ray.reachable = False
+    deps = replace(world.deps(), head_unreachable_timeout_s=30.0)
+    world.now += timedelta(seconds=5)
+    reconcile("unit", deps)
+    world.now += timedelta(seconds=31)
+    reconcile("unit", deps)
+    assert world.cluster().status == ClusterStatus.FAILED

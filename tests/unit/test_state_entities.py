@@ -206,6 +206,7 @@ def test_failures_backoff_and_the_cloud_touched_flag_round_trip() -> None:
         backoff_until=T0 + timedelta(seconds=60),
         cloud_touched=False,
         head_auth_error="403",
+        head_unreachable_since=T0 - timedelta(seconds=30),
         etag="e1",
     )
 
