@@ -297,6 +297,9 @@ class NodeTypeConfig(_Frozen):
     launch_timeout_s: float | None = Field(default=None, gt=0)
     cost: float | None = Field(default=None, ge=0)  # relative price per hour, to prefer cheaper types
     fallback: str | None = None  # the worker type to try when this one has no capacity
+    # A spot type may launch at regular priority while every zone's spot offering of its size is avoided (capacity,
+    # quota or evictions): "regular". Off by default: regular VMs cost several times more.
+    spot_fallback: Literal["regular"] | None = None
 
     @field_validator("labels")
     @classmethod
@@ -1039,7 +1042,7 @@ def _validate(merged: dict[str, Any], errors: FieldErrors) -> ClusterConfig | No
     if isinstance(raw_node_types, Mapping):
         for name, raw in raw_node_types.items():
             if isinstance(raw, Mapping):
-                _check_node_type_rules(raw, format_path(("available_node_types", name)), plugin, errors)
+                _check_node_type_rules(raw, name, plugin, errors)
     _check_cluster_rules(merged, errors)
     return config
 
@@ -1069,8 +1072,9 @@ def _provider_type_model(types: tuple[str, ...]) -> type[BaseModel]:
 
 
 def _check_node_type_rules(
-    raw: Mapping[str, Any], prefix: str, plugin: ProviderPlugin | None, errors: FieldErrors
+    raw: Mapping[str, Any], name: str, plugin: ProviderPlugin | None, errors: FieldErrors
 ) -> None:
+    prefix = format_path(("available_node_types", name))
     min_workers, max_workers = raw.get("min_workers"), raw.get("max_workers")
     # A negative bound is already an error of its own; comparing it would only repeat it.
     if isinstance(min_workers, int) and isinstance(max_workers, int) and min_workers > max_workers >= 0:
@@ -1079,6 +1083,8 @@ def _check_node_type_rules(
     node_config = raw.get("node_config")
     if plugin is not None and isinstance(node_config, Mapping):
         plugin.check_node_config(node_config, _join(prefix, ("node_config",)), errors)
+        if raw.get("spot_fallback") is not None and not plugin.offering(name, node_config).spot:
+            errors.add(_join(prefix, ("spot_fallback",)), "applies only to a node type whose own priority is spot")
 
 
 def _check_cluster_rules(merged: Mapping[str, Any], errors: FieldErrors) -> None:

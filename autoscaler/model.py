@@ -275,11 +275,27 @@ class HeadInfo:
 
 @dataclass(frozen=True)
 class Unavailability:
-    """A node type the planner must not launch until `until` (Karpenter-style offering cache)."""
+    """An offering not to launch until `until` (Karpenter's unavailable-offerings cache): an instance size in a zone
+    at a priority. An empty `zone` or `priority` means every zone or both priorities (a quota is regional); a row with
+    only `node_type` (written before offerings existed) avoids the whole node type."""
 
-    node_type: str
+    node_type: str  # the node type whose launch failed (what the status page shows)
     until: datetime
     reason: str
+    size: str = ""  # the instance size (Azure vmSize); "" = the node type as a whole
+    zone: str = ""
+    priority: str = ""  # "spot" | "regular" | "" (both)
+    kind: str = ""  # what was refused: "capacity" | "quota" | "eviction" (its TTL depends on it)
+
+    def covers(self, size: str, zone: str, priority: str, node_type: str) -> bool:
+        """Whether launching `node_type` as (size, zone, priority) is avoided by this entry."""
+        if not self.size:
+            return self.node_type == node_type
+        return (
+            self.size == size
+            and (not self.zone or self.zone == zone)
+            and (not self.priority or self.priority == priority)
+        )
 
 
 @dataclass(frozen=True)
@@ -336,6 +352,9 @@ class InstanceRecord:
     availability_zone: str = ""
     last_error: str = ""
     attempts: int = 0  # terminate/launch attempts, for backoff and failure counting
+    priority: str = ""  # "spot" | "regular": the priority it was launched at; "" before launch or when unknown
+    # The VM received a spot preemption notice: Azure stops it at this time. Set once; the node is leaving.
+    preempt_deadline: datetime | None = None
     # When the cloud accepted the launch: the launch timeout counts from here, not from queueing (a launch may wait
     # queued for a Retry-After or for the head's address).
     launched_at: datetime | None = None

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from autoscaler.ports import NodePrices, ProviderPlugin
+from autoscaler.ports import NodeOffering, NodePrices, ProviderPlugin
 
 if TYPE_CHECKING:
     from autoscaler.config import NodeTypeConfig
@@ -99,3 +99,11 @@ def prices_for(provider_type: str) -> NodePrices:
 
 def _unknown_prices(node_type: NodeTypeConfig) -> tuple[float, str] | None:
     return None
+
+
+def offering_for(provider_type: str, node_type_name: str, node_config: Mapping[str, Any]) -> NodeOffering:
+    """The (size, spot) a node type launches as, by its cloud's plugin; an unknown cloud's types are their own size."""
+    plugin = providers().get(provider_type)
+    if plugin is None:
+        return NodeOffering(size=node_type_name)
+    return plugin.offering(node_type_name, node_config)

@@ -208,6 +208,20 @@ def _no_prices(node_type: NodeTypeConfig) -> tuple[float, str] | None:
     return None
 
 
+@dataclass(frozen=True)
+class NodeOffering:
+    """What a node type launches as, for the unavailable-offerings cache: the cloud's instance size (Azure's vmSize)
+    and whether its own priority is spot. Offerings that fail are avoided per (size, zone, priority)."""
+
+    size: str
+    spot: bool = False
+
+
+def _offering_by_type_name(node_type_name: str, node_config: Mapping[str, Any]) -> NodeOffering:
+    """A cloud without sizes or priorities: each node type is its own size, never spot."""
+    return NodeOffering(size=node_type_name)
+
+
 def _nothing_to_check(config: ClusterConfig, settings: Settings) -> list[FieldError]:
     return []
 
@@ -260,6 +274,8 @@ class ProviderPlugin:
     # The config as this deployment runs it, and what was changed (the deployment's clusters group, e.g.).
     place: Callable[[ClusterConfig, str], tuple[ClusterConfig, list[FieldAdjustment]]] = _placed_as_given
     prices: NodePrices = _no_prices
+    # The (size, spot) a node type launches as, from its name and `node_config` (raw or parsed: a mapping either way).
+    offering: Callable[[str, Mapping[str, Any]], NodeOffering] = _offering_by_type_name
     ssh: SshPolicy = SshPolicy()
     # What GET /api/clusters/{name} adds to the head beyond the cloud's answer (the local token path, e.g.).
     head_info: Callable[[CloudProvider, str], HeadInfo] | None = None

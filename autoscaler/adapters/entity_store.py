@@ -264,6 +264,9 @@ def encode_instance(record: InstanceRecord) -> Entity:
     put_text(entity, "config_hash", record.config_hash)
     put_text(entity, "availability_zone", record.availability_zone)
     put_text(entity, "last_error", record.last_error)
+    put_text(entity, "priority", record.priority)
+    if record.preempt_deadline is not None:
+        entity["preempt_deadline"] = _to_utc(record.preempt_deadline, "preempt_deadline")
     _check_size(entity, f"instance {record.instance_id!r} of cluster {record.cluster_name!r}")
     return entity
 
@@ -285,6 +288,8 @@ def decode_instance(entity: Mapping[str, object], etag: str) -> InstanceRecord:
         availability_zone=get_text(entity, "availability_zone"),
         last_error=get_text(entity, "last_error"),
         attempts=_as_int(entity.get("attempts", 0), "attempts"),
+        priority=get_text(entity, "priority"),
+        preempt_deadline=_optional_datetime(entity, "preempt_deadline"),
         etag=etag,
     )
 
@@ -362,7 +367,9 @@ def decode_event(entity: Mapping[str, object]) -> Event:
 
 
 def _encode_unavailability(item: Unavailability) -> dict[str, str]:
-    return {"node_type": item.node_type, "until": _to_utc(item.until, "until").isoformat(), "reason": item.reason}
+    encoded = {"node_type": item.node_type, "until": _to_utc(item.until, "until").isoformat(), "reason": item.reason}
+    offering = {"size": item.size, "zone": item.zone, "priority": item.priority, "kind": item.kind}
+    return encoded | {key: value for key, value in offering.items() if value}
 
 
 def _decode_unavailability(item: object) -> Unavailability:
@@ -372,6 +379,10 @@ def _decode_unavailability(item: object) -> Unavailability:
         node_type=str(item["node_type"]),
         until=_from_utc(datetime.fromisoformat(str(item["until"])), "until"),
         reason=str(item.get("reason", "")),
+        size=str(item.get("size", "")),
+        zone=str(item.get("zone", "")),
+        priority=str(item.get("priority", "")),
+        kind=str(item.get("kind", "")),
     )
 
 

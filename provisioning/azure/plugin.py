@@ -34,6 +34,7 @@ from autoscaler.config import (
 )
 from autoscaler.ports import BuildContext, CloudProvider, InvalidRequestError, ProviderPlugin, SshPolicy
 from autoscaler.settings import Settings
+from provisioning.azure.offerings import azure_offering
 
 # --------------------------------------------------------------------------------------------
 # The provider section
@@ -547,6 +548,7 @@ AZURE = ProviderPlugin(
     ignored_provider_fields=IGNORED_PROVIDER_FIELDS,
     place=place,
     prices=azure_node_price,
+    offering=azure_offering,
     ssh=SshPolicy(
         generates_key_pair=True,
         summary=(
