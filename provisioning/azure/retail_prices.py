@@ -121,6 +121,7 @@ class RetailPriceItem(BaseModel):
 
     currencyCode: str
     retailPrice: float = Field(ge=0)
+    meterId: str = ""
     armRegionName: str = ""
     armSkuName: str = ""
     meterName: str = ""
@@ -253,6 +254,12 @@ def first_page_url(base_url: str, region: str, sizes: list[str]) -> str:
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     return parts.scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(parts.scheme)
+
+
+class RetailPriceSource(Protocol):
+    """Where a book gets prices it does not have (RetailPricesClient; tests hand in their own)."""
+
+    def fetch(self, region: str, sizes: list[str], fetched_at: datetime) -> dict[str, SizePrices]: ...
 
 
 class RetailPricesClient:
@@ -446,7 +453,7 @@ class Quote:
 class RetailPriceBook:
     """Retail prices by region and VM size, shared by every cluster of the process (thread-safe)."""
 
-    client: RetailPricesClient
+    client: RetailPriceSource
     cache: PriceCache | None = None
     clock: Callable[[], datetime] = utc_now
     ttl: timedelta = PRICE_CACHE_TTL
