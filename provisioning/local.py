@@ -10,6 +10,8 @@ What a cloud would remember lives on disk, so a restarted local host lists the s
                                        id), then again with the launcher's pid and start time
         instances/<id>.endpoints.json  written by the launcher once Ray is up: ports, Ray node id
         instances/<id>.failed.json     written by the launcher when the node could not start
+        instances/<id>.preempt.json    a spot eviction notice, written by `evict(..., notice_s=N)` and served to the
+                                       node as Azure's Scheduled Events (provisioning/local_events.py)
         logs/<instance id>.log         the launcher's output
 
 Ray's own temp folder (sessions, logs, unix sockets) is a short path under the system temp folder, because unix
@@ -51,6 +53,7 @@ from typing import Any
 
 from autoscaler.model import CloudInstance, CloudState, LaunchRequest
 from provisioning.cloud import DestroyReport, InvalidRequestError, NotFoundError
+from provisioning.local_events import PreemptNotice, notice_path, write_notice
 
 LOOPBACK = "127.0.0.1"
 CLUSTER_DIR_ENV = "RAY_LOCAL_CLUSTER_DIR"
@@ -65,6 +68,7 @@ _NOT_FOR_NODES = frozenset({"RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_NODE_TYPE_NAME
 _NOT_FOR_NODES_PREFIXES = ("RAY_LOCAL_", "AzureWebJobs", "AZURE_")
 _POLL_INTERVAL_S = 0.05
 _KILL_WAIT_S = 5.0  # how long a SIGKILLed group may take to vanish from /proc
+MAX_NOTICE_S = 3600.0
 
 __all__ = ["LocalCloudProvider", "cluster_processes"]
 
@@ -235,16 +239,33 @@ class LocalCloudProvider:
     # Local extras
     # ----------------------------------------------------------------------------------------
 
-    def evict(self, cluster_name: str, instance_id: str) -> None:
-        """Simulate a spot eviction: the node dies at once (SIGKILL, no drain) and vanishes from the list."""
+    def evict(self, cluster_name: str, instance_id: str, notice_s: float = 0.0) -> PreemptNotice | None:
+        """Simulate a spot eviction.
+
+        `notice_s=0`: the node dies at once (SIGKILL, no drain) and vanishes from the list; returns None.
+        `notice_s > 0`: as Azure evicts a spot VM. A `Preempt` Scheduled Event with `NotBefore` `notice_s` from now is
+        served to the node (provisioning/local_events.py), whose preempt watch drains it through the head agent and
+        acknowledges the event; the node's launcher kills every process of the node once the event is acknowledged
+        or NotBefore has passed, and the instance vanishes from the list. Returns at once with the notice (the
+        same notice again for an instance already given one).
+        """
         layout = _ClusterLayout(self.data_dir, _checked_cluster_name(cluster_name))
         record = layout.record(_checked_instance_id(instance_id))
         if record is None:
             raise NotFoundError(f"no instance {instance_id!r} in cluster {cluster_name!r}", code="NotFound")
+        if not 0 <= notice_s <= MAX_NOTICE_S:  # also refuses NaN
+            raise InvalidRequestError(f"notice_s must be 0 to {MAX_NOTICE_S:g} seconds, not {notice_s!r}")
+        if notice_s > 0:
+            if not _live_groups([(record.launcher_pid, record.launcher_start_ticks)]):
+                raise NotFoundError(
+                    f"instance {instance_id!r} of cluster {cluster_name!r} does not run", code="NotFound"
+                )
+            return write_notice(layout.instances_dir, instance_id, notice_s)
         _kill_group_now(record)
         _kill_processes(_marked_processes(layout.cluster_dir, instance_id=instance_id))
         self._reap_launchers()
         layout.forget(instance_id)
+        return None
 
     def auth_token_path(self, cluster_name: str) -> Path:
         """The 0600 file holding the cluster token: set RAY_AUTH_TOKEN_PATH to it to connect a local driver."""
@@ -296,6 +317,9 @@ class LocalCloudProvider:
                 command += ["--control-plane-url", control_plane_url]
         else:
             command += ["--head-address", request.head_address]
+            head_agent_url = _head_agent_url(layout)
+            if head_agent_url:
+                command += ["--head-agent-url", head_agent_url]
         with layout.log_path(request.instance_id).open("ab") as log:
             return subprocess.Popen(
                 command,
@@ -313,6 +337,15 @@ class LocalCloudProvider:
             for pid, launcher in list(self._launchers.items()):
                 if launcher.poll() is not None:
                     del self._launchers[pid]
+
+
+def _head_agent_url(layout: _ClusterLayout) -> str:
+    """The running head's agent, which a worker's preempt watch reports to; "" before the head is up."""
+    for record in layout.records():
+        endpoints = _read_json(layout.endpoints_path(record.instance_id)) if record.is_head else None
+        if endpoints and endpoints.get("agent_port"):
+            return f"http://{LOOPBACK}:{int(endpoints['agent_port'])}"
+    return ""
 
 
 def cluster_processes(data_dir: Path, cluster_name: str) -> list[int]:
@@ -451,7 +484,12 @@ class _ClusterLayout:
         return records
 
     def forget(self, instance_id: str) -> None:
-        for path in (self.record_path(instance_id), self.endpoints_path(instance_id), self.failure_path(instance_id)):
+        for path in (
+            self.record_path(instance_id),
+            self.endpoints_path(instance_id),
+            self.failure_path(instance_id),
+            notice_path(self.instances_dir, instance_id),
+        ):
             path.unlink(missing_ok=True)
 
 

@@ -9,8 +9,12 @@ take them down if the launcher dies). The launcher plays the part of a VM:
    because `ray start` refuses a multi-node cluster on loopback; a head also gets the head agent,
 3. writes the node's endpoints to `<instance id>.endpoints.json` (the provider reports RUNNING from then on),
    or the error to `<instance id>.failed.json`,
-4. stays alive until SIGTERM, then stops its node's processes and exits. If the node dies under it (its raylet,
-   GCS or head agent exits), it stops the rest too, so the instance disappears like a crashed VM.
+4. serves the node's Scheduled Events on a loopback port (provisioning/local_events.py) and runs the preempt watch
+   that cloud-init installs on every Azure VM (provisioning/head/preempt_watch.py) against it and the head agent,
+5. stays alive until SIGTERM, then stops its node's processes and exits. If the node dies under it (its raylet,
+   GCS or head agent exits), it stops the rest too, so the instance disappears like a crashed VM. Once an eviction
+   notice (`LocalCloudProvider.evict(..., notice_s=N)`) is due, acknowledged by the watch or past its NotBefore,
+   every process of the node is killed at once, itself included, as an evicted VM goes.
 
 Its instance file (`<instance id>.json`, written by the provider before this process starts) is its lease: once it
 is gone (the instance was forgotten, or its cluster folder removed), the launcher starts nothing, or stops its node,
@@ -37,6 +41,7 @@ import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +49,18 @@ import ray._private.node
 import ray._private.parameter
 from ray._private import ray_constants
 
+from provisioning.local_events import UTC, ScheduledEventsServer, eviction_due
+
 LOOPBACK = "127.0.0.1"
 DEFAULT_OBJECT_STORE_MEMORY_BYTES = 128 * 1024 * 1024  # small: several nodes share this machine's memory
 MAX_UNIX_SOCKET_PATH_BYTES = 107  # sun_path holds 108 bytes, one of them the terminating NUL
 AGENT_READY_TIMEOUT_S = 60.0
 NODE_WATCH_INTERVAL_S = 1.0
 AGENT_STOP_GRACE_S = 5.0
+PREEMPT_WATCH_MODULE = "provisioning.head.preempt_watch"
+PREEMPT_WATCH_POLL_S = 0.25
+# Every process of one launch carries this marker (LocalCloudProvider puts it in the launcher's environment).
+LAUNCH_ID_ENV = "RAY_LOCAL_LAUNCH_ID"
 # Without these the node is no node: the launcher then stops the rest, as a crashed VM would go away.
 VITAL_PROCESS_TYPES = (ray_constants.PROCESS_TYPE_RAYLET, ray_constants.PROCESS_TYPE_GCS_SERVER)
 # Every port a node listens on, chosen up front so that none is left to Ray's defaults (some bind all addresses).
@@ -83,38 +94,58 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     node: ray._private.node.Node | None = None
     agent: subprocess.Popen[bytes] | None = None
+    scheduled_events = ScheduledEventsServer(instance_dir, args.instance_id)
+    scheduled_events.start()
+    watch: subprocess.Popen[bytes] | None = None
     try:
         ports = _free_loopback_ports(PORT_NAMES)
         node = _start_ray_node(args, ports)
         endpoints = _node_endpoints(node, is_head=args.head)
+        agent_url = args.head_agent_url
         if args.head:
             agent = _start_head_agent(args, node.gcs_address, ports["agent_port"])
             endpoints["agent_port"] = ports["agent_port"]
+            agent_url = f"http://{LOOPBACK}:{ports['agent_port']}"
+        watch = _start_preempt_watch(args, scheduled_events.url, agent_url)
         _write_json_atomically(instance_dir / f"{args.instance_id}.endpoints.json", endpoints)
     except Exception as error:
         _write_json_atomically(
             instance_dir / f"{args.instance_id}.failed.json",
             {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()},
         )
-        _stop(node, agent)
+        scheduled_events.stop()
+        _stop(node, agent, watch)
         return 1
 
     while not stop_requested.wait(NODE_WATCH_INTERVAL_S):
-        dead = [
-            process_type
-            for process_type, _ in node.dead_processes()  # type: ignore[no-untyped-call]
-            if process_type in VITAL_PROCESS_TYPES
-        ]
-        agent_exit_code = agent.poll() if agent is not None else None
-        if dead or agent_exit_code is not None:
-            print(f"node stopped by itself (dead: {dead}, agent exit code: {agent_exit_code})", flush=True)
+        if eviction_due(scheduled_events.notice(), scheduled_events.acknowledged.is_set(), datetime.now(UTC)):
+            acknowledged = scheduled_events.acknowledged.is_set()
+            print(f"evicted ({'event acknowledged' if acknowledged else 'NotBefore passed'})", flush=True)
+            _vanish()
+        stopped_because = _why_the_node_stops(node, agent, record_path)
+        if stopped_because:
+            print(stopped_because, flush=True)
             break
-        if not record_path.exists():
-            # Nobody knows this instance any more (its cluster folder was removed under it): it must not live on.
-            print(f"{record_path} is gone (the instance was forgotten): stopping the node", flush=True)
-            break
-    _stop(node, agent)
+    scheduled_events.stop()
+    _stop(node, agent, watch)
     return 0
+
+
+def _why_the_node_stops(
+    node: ray._private.node.Node, agent: subprocess.Popen[bytes] | None, record_path: Path
+) -> str | None:
+    dead = [
+        process_type
+        for process_type, _ in node.dead_processes()  # type: ignore[no-untyped-call]
+        if process_type in VITAL_PROCESS_TYPES
+    ]
+    agent_exit_code = agent.poll() if agent is not None else None
+    if dead or agent_exit_code is not None:
+        return f"node stopped by itself (dead: {dead}, agent exit code: {agent_exit_code})"
+    if not record_path.exists():
+        # Nobody knows this instance any more (its cluster folder was removed under it): it must not live on.
+        return f"{record_path} is gone (the instance was forgotten): stopping the node"
+    return None
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -130,6 +161,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ray-temp-dir", required=True, help="Ray's temp folder (short: it holds unix sockets)")
     parser.add_argument("--token-file", required=True, help="the 0600 file holding the cluster token")
     parser.add_argument("--control-plane-url", default="")
+    parser.add_argument("--head-agent-url", default="", help="the head agent, for a worker's preempt watch")
+    parser.add_argument("--preempt-ack-margin-s", type=float, default=5.0, help="the preempt watch's --ack-margin-s")
     args = parser.parse_args(argv)
     if not args.head and not args.head_address:
         parser.error("a worker needs --head-address")
@@ -270,6 +303,61 @@ def _start_head_agent(args: argparse.Namespace, gcs_address: str, agent_port: in
     return agent
 
 
+def _start_preempt_watch(
+    args: argparse.Namespace, scheduled_events_url: str, agent_url: str
+) -> subprocess.Popen[bytes] | None:
+    """The preempt watch Azure VMs run (cloud-init), here against the node's loopback Scheduled Events."""
+    if not agent_url:
+        print("no head agent URL: this node runs no preempt watch", flush=True)
+        return None
+    command = [
+        sys.executable,
+        "-m",
+        PREEMPT_WATCH_MODULE,
+        "--scheduled-events-url",
+        scheduled_events_url,
+        "--vm-name",
+        args.instance_id,  # a local VM is named after its instance
+        "--instance-id",
+        args.instance_id,
+        "--agent-url",
+        agent_url,
+        "--token-file",
+        args.token_file,
+        "--poll-interval-s",
+        str(PREEMPT_WATCH_POLL_S),
+        "--ack-margin-s",
+        str(args.preempt_ack_margin_s),
+    ]
+    # In the launcher's process group and log, like the head agent.
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL)
+
+
+def _vanish() -> None:
+    """An evicted VM stops at once: SIGKILL every process of this launch (Ray's workers included, whatever their
+    process group), then the launcher's own group, which holds this process."""
+    marker = f"{LAUNCH_ID_ENV}={os.environ.get(LAUNCH_ID_ENV, '')}".encode()
+    if os.environ.get(LAUNCH_ID_ENV):
+        for pid in _processes_with_environment(marker):
+            if pid != os.getpid():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def _processes_with_environment(entry: bytes) -> list[int]:
+    found = []
+    for process in Path("/proc").iterdir():
+        if not process.name.isdigit():
+            continue
+        try:
+            if entry in (process / "environ").read_bytes().split(b"\0"):
+                found.append(int(process.name))
+        except OSError:
+            continue  # gone, or another user's
+    return found
+
+
 def _wait_for_agent(agent: subprocess.Popen[bytes], healthz_url: str) -> None:
     deadline = time.monotonic() + AGENT_READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -286,14 +374,19 @@ def _wait_for_agent(agent: subprocess.Popen[bytes], healthz_url: str) -> None:
     raise TimeoutError(f"the head agent did not answer {healthz_url} within {AGENT_READY_TIMEOUT_S:g} s")
 
 
-def _stop(node: ray._private.node.Node | None, agent: subprocess.Popen[bytes] | None) -> None:
-    if agent is not None and agent.poll() is None:
-        agent.terminate()
-        try:
-            agent.wait(AGENT_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
+def _stop(
+    node: ray._private.node.Node | None,
+    agent: subprocess.Popen[bytes] | None,
+    watch: subprocess.Popen[bytes] | None = None,
+) -> None:
+    for helper in (watch, agent):
+        if helper is not None and helper.poll() is None:
+            helper.terminate()
+            try:
+                helper.wait(AGENT_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                helper.kill()
+                helper.wait()
     if node is not None:
         # The raylet first, gracefully, so it stops its workers; then GCS, dashboard and the rest.
         node.kill_all_processes(check_alive=False, allow_graceful=True, wait=True)

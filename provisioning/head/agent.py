@@ -13,11 +13,16 @@ docs/decisions/boot-phases.md):
   without Ray.
 - `POST /v1/drain` `{"ray_node_id", "reason": "idle" | "preemption", "message"}`: GCS DrainNode ->
   `{"accepted", "rejection_reason"}`; an idle drain of a busy node is refused; an unknown node is 404.
+- `POST /v1/preempt` `{"instance_id", "event_id", "not_before"}`: a VM's preempt watch saying Azure evicts it at
+  `not_before`: its Ray node is drained for preemption with that deadline -> `{"instance_id", "ray_node_id",
+  "accepted", "rejection_reason", "left_ray", "preempt_deadline"}` (agent_preempt.py); `/v1/state` then shows the
+  node's `preempt_deadline`, and the watcher wakes the control plane at once.
 `/v1/*` other than healthz needs `Authorization: Bearer <cluster token>`: missing -> 401, wrong -> 403.
 Errors are `application/problem+json`.
 
 With `--control-plane-url`, a watcher thread posts debounced wake-ups to `{url}/api/clusters/{name}/reconcile`
-when demand appears or grows or a node dies (agent_wakeup.py).
+when demand appears or grows or a node dies, and at once, without waiting out the debounce, when a node is
+preempted (agent_wakeup.py).
 
 The agent runs on the head image's python3 (3.10 on Ubuntu 22.04) or Ray's venv Python, with only the files
 cloud_init.agent_source_files() finds by walking its imports: `autoscaler.tokens` (the one constant-time comparison)
@@ -51,6 +56,7 @@ from provisioning.head.agent_gcs import (
     RayGcs,
     is_ray_node_id,
 )
+from provisioning.head.agent_preempt import PreemptRefusedError, checked_notice, handle_notice
 from provisioning.head.agent_wakeup import ControlPlaneWakeUp, DemandWatcher
 
 logger = logging.getLogger("provisioning.head.agent")
@@ -165,7 +171,7 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
         self._dispatch({"/v1/healthz": self._healthz, "/v1/state": self._state})
 
     def do_POST(self) -> None:
-        self._dispatch({"/v1/drain": self._drain, "/v1/boot-phase": self._boot_phase})
+        self._dispatch({"/v1/drain": self._drain, "/v1/boot-phase": self._boot_phase, "/v1/preempt": self._preempt})
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
@@ -177,7 +183,7 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
         try:
             route = routes.get(path)
             if route is None:
-                known_elsewhere = path in {"/v1/healthz", "/v1/state", "/v1/drain", "/v1/boot-phase"}
+                known_elsewhere = path in {"/v1/healthz", "/v1/state", "/v1/drain", "/v1/boot-phase", "/v1/preempt"}
                 raise ProblemError(
                     HTTPStatus.METHOD_NOT_ALLOWED if known_elsewhere else HTTPStatus.NOT_FOUND,
                     f"{self.command} {path} is not served here",
@@ -256,6 +262,18 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
         report = self.server.boot_phases.record(instance_id, phase, detail)
         logger.info("boot phase of %s: %s %r", instance_id, phase, detail)
         return HTTPStatus.OK, {"instance_id": instance_id, **report.as_json()}
+
+    def _preempt(self) -> tuple[HTTPStatus, object]:
+        try:
+            notice = checked_notice(self._json_body())
+        except PreemptRefusedError as error:
+            raise ProblemError(HTTPStatus.BAD_REQUEST, str(error), error.field_name) from error
+        try:
+            answer = handle_notice(self.server.gcs, notice)
+        except GcsUnavailableError as error:
+            raise ProblemError(HTTPStatus.SERVICE_UNAVAILABLE, str(error)) from error
+        logger.info("preemption notice %s of %s: %s", notice.event_id, notice.instance_id, answer)
+        return HTTPStatus.OK, answer
 
     def _drain(self) -> tuple[HTTPStatus, object]:
         ray_node_id, reason, message = self._drain_request()

@@ -26,7 +26,7 @@ REPORTED_BOOT_PHASES = ("cloud_init_running", "ray_started", "boot_failed")
 MAX_TRACKED_INSTANCES = 2048
 MAX_INSTANCE_ID_CHARS = 64
 MAX_DETAIL_CHARS = 300
-_INSTANCE_ID_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+INSTANCE_ID_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 class BootPhaseRefusedError(ValueError):
@@ -53,7 +53,7 @@ def checked_report(body: dict[str, object]) -> tuple[str, str, str]:
     if (
         not isinstance(instance_id, str)
         or not 0 < len(instance_id) <= MAX_INSTANCE_ID_CHARS
-        or not set(instance_id) <= _INSTANCE_ID_CHARACTERS
+        or not set(instance_id) <= INSTANCE_ID_CHARACTERS
     ):
         raise BootPhaseRefusedError(
             "instance_id", f"instance_id must be 1 to {MAX_INSTANCE_ID_CHARS} letters, digits, '-', '_' or '.'"

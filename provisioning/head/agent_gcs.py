@@ -13,7 +13,8 @@ The JSON built by `cluster_state_payload` is the wire contract of `GET /v1/state
      "nodes": [{"ray_node_id": hex, "instance_id": str, "node_type": str,
                 "status": "running" | "idle" | "draining" | "dead", "idle_duration_s": float,
                 "total_resources": {name: amount}, "available_resources": {name: amount},
-                "is_head": bool, "node_ip_address": str, "labels": {key: value}}],
+                "is_head": bool, "node_ip_address": str, "labels": {key: value},
+                "preempt_deadline"?: ISO 8601 UTC}],
      "pending": [{"shape": {name: amount}, "count": int, "label_selectors"?: SELECTORS}],
      "gangs": [{"strategy": "PACK" | "SPREAD" | "STRICT_PACK" | "STRICT_SPREAD",
                 "bundles": [{name: amount}], "count": int, "bundle_label_selectors"?: [SELECTORS]}],
@@ -24,7 +25,9 @@ The JSON built by `cluster_state_payload` is the wire contract of `GET /v1/state
 SELECTORS are Ray 2.60's label selectors of a request (`ResourceRequest.label_selectors`), in Ray's order: the first
 is preferred, the others are fallbacks, and a node must satisfy every constraint of one of them. The keys with a "?"
 appear only when some request has selectors (an older control plane ignores them); `bundle_label_selectors` has one
-entry per bundle, in the order of `bundles` ([] for a bundle without).
+entry per bundle, in the order of `bundles` ([] for a bundle without). `preempt_deadline` is on a live node that
+Ray drains with a deadline: the head agent drains with one only on a spot preemption notice
+(`POST /v1/preempt`, preempt_watch.py), so it is when Azure evicts the node's VM (docs/decisions/preemption-notice.md).
 
 to which agent.py adds `"boot_phases": {instance_id: {"phase": str, "at": ISO 8601 UTC, "detail": str}}`
 (agent_boot.py).
@@ -39,6 +42,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from autoscaler.shapes import GangStrategy, Shape, shape_of
@@ -61,6 +65,8 @@ NODE_GROUP_LABEL = "ray.io/node-group"
 RAY_NODE_ID_HEX_LENGTH = 56  # a NodeID is 28 bytes
 
 GCS_CALL_TIMEOUT_S = 5.0
+# datetime.UTC came with Python 3.11; the agent runs on 3.10.
+UTC = timezone(timedelta(0))
 GCS_CONNECT_RETRY_S = 1.0
 # Ray missing is not fixed within a second (someone installs it): retrying the import less often keeps the log quiet.
 RAY_IMPORT_RETRY_S = 10.0
@@ -186,7 +192,27 @@ class RayGcs:
     def read_state_payload(self) -> dict[str, object]:
         """The agent's `/v1/state` JSON, read from the GCS now."""
         ray_api, _ = self._connected_client()
-        return cluster_state_payload(self._read_cluster_state(), self._cluster_name, ray_api.node_status_name)
+        cluster_state = self._read_cluster_state()
+        return cluster_state_payload(
+            cluster_state, self._cluster_name, ray_api.node_status_name, self._drain_deadlines_ms()
+        )
+
+    def _drain_deadlines_ms(self) -> dict[str, int]:
+        """Ray node id (hex) -> the deadline (epoch ms) its drain was given, for live draining nodes with one.
+
+        GCS GetDrainingNodes (`GcsClient.get_draining_nodes`, which `ray._private.state.get_draining_nodes` wraps)
+        answers {hex node id: deadline ms}, 0 for a drain without deadline; a node leaves it when it dies. Ray 2.60
+        keeps no drain reason for a live node, so the deadline is the one sign of a preemption drain. Best effort:
+        the rest of Ray's state is worth answering without it.
+        """
+        _, client = self._connected_client()
+        try:
+            with self._call_lock:
+                deadlines = client.get_draining_nodes(timeout=GCS_CALL_TIMEOUT_S)
+        except Exception as error:  # a Ray without the call, a failing GCS
+            logger.info("cannot read Ray's draining nodes: %s", error)
+            return {}
+        return {str(node_id).lower(): int(deadline_ms) for node_id, deadline_ms in dict(deadlines).items()}
 
     def jobs_running(self) -> int | None:
         """Ray jobs not yet finished: submitted jobs (Ray Jobs API) pending or running, and drivers connected
@@ -213,14 +239,18 @@ class RayGcs:
         """Every node the GCS knows, dead ones included, as hex ids."""
         return {bytes(node.node_id).hex() for node in self._read_cluster_state().node_states}
 
-    def drain(self, ray_node_id: str, reason: str, message: str) -> tuple[bool, str]:
-        """GCS DrainNode, no deadline. `(accepted, rejection_reason)`; an idle drain of a busy node is refused."""
+    def drain(self, ray_node_id: str, reason: str, message: str, deadline_ms: int = 0) -> tuple[bool, str]:
+        """GCS DrainNode. `(accepted, rejection_reason)`; an idle drain of a busy node is refused.
+
+        `deadline_ms` (epoch ms, 0 = none) is when the node will be force-killed; Ray only passes it on as a hint
+        and never kills the node itself (`ray drain-node --deadline-remaining-seconds` says so, ray/scripts/scripts.py).
+        """
         ray_api, client = self._connected_client()
         reason_value = ray_api.drain_reason_values[reason]
         try:
             with self._call_lock:
                 accepted, rejection_reason = client.drain_node(
-                    ray_node_id, reason_value, message, 0, timeout=GCS_CALL_TIMEOUT_S
+                    ray_node_id, reason_value, message, deadline_ms, timeout=GCS_CALL_TIMEOUT_S
                 )
         except Exception as error:
             raise GcsUnavailableError(f"GCS DrainNode failed: {error}") from error
@@ -283,12 +313,20 @@ class RayGcs:
 # --------------------------------------------------------------------------------------------
 
 
-def cluster_state_payload(cluster_state: Any, cluster_name: str, node_status_name: Any) -> dict[str, object]:
-    """Translate Ray's ClusterResourceState into the agent's JSON, folding identical requests into counts."""
+def cluster_state_payload(
+    cluster_state: Any,
+    cluster_name: str,
+    node_status_name: Any,
+    drain_deadlines_ms: Mapping[str, int] | None = None,
+) -> dict[str, object]:
+    """Translate Ray's ClusterResourceState into the agent's JSON, folding identical requests into counts.
+
+    `drain_deadlines_ms`: Ray node id -> drain deadline (epoch ms), as `RayGcs._drain_deadlines_ms` reads them."""
+    deadlines = drain_deadlines_ms or {}
     return {
         "cluster_name": cluster_name,
         "cluster_resource_state_version": int(cluster_state.cluster_resource_state_version),
-        "nodes": [_node_payload(node, node_status_name) for node in cluster_state.node_states],
+        "nodes": [_node_payload(node, node_status_name, deadlines) for node in cluster_state.node_states],
         "pending": _shape_counts(_requests(cluster_state.pending_resource_requests)),
         "gangs": _gang_payloads(cluster_state.pending_gang_resource_requests),
         "constraints": _shape_counts(
@@ -331,13 +369,15 @@ def selectors_payload(selectors: Selectors) -> list[list[dict[str, object]]]:
     ]
 
 
-def _node_payload(node: Any, node_status_name: Any) -> dict[str, object]:
+def _node_payload(node: Any, node_status_name: Any, drain_deadlines_ms: Mapping[str, int]) -> dict[str, object]:
     total_resources = {name: float(amount) for name, amount in node.total_resources.items()}
-    return {
-        "ray_node_id": bytes(node.node_id).hex(),
+    ray_node_id = bytes(node.node_id).hex()
+    status = _NODE_STATUS_BY_RAY_NAME.get(str(node_status_name(node.status)), "running")
+    payload: dict[str, object] = {
+        "ray_node_id": ray_node_id,
         "instance_id": str(node.instance_id),
         "node_type": str(node.ray_node_type_name) or str(node.labels.get(NODE_GROUP_LABEL, "")),
-        "status": _NODE_STATUS_BY_RAY_NAME.get(str(node_status_name(node.status)), "running"),
+        "status": status,
         "idle_duration_s": int(node.idle_duration_ms) / 1000.0,
         "total_resources": total_resources,
         "available_resources": {name: float(amount) for name, amount in node.available_resources.items()},
@@ -345,6 +385,15 @@ def _node_payload(node: Any, node_status_name: Any) -> dict[str, object]:
         "node_ip_address": str(node.node_ip_address),
         "labels": {str(key): str(value) for key, value in getattr(node, "labels", {}).items()},
     }
+    deadline_ms = drain_deadlines_ms.get(ray_node_id, 0)
+    if deadline_ms > 0 and status != "dead":
+        payload["preempt_deadline"] = iso_utc_from_epoch_ms(deadline_ms)
+    return payload
+
+
+def iso_utc_from_epoch_ms(epoch_ms: int) -> str:
+    """ISO 8601 with an explicit UTC offset, as the control plane's contract asks (agent_contract.py)."""
+    return datetime.fromtimestamp(epoch_ms / 1000.0, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def _shape_counts(requests: Iterable[tuple[Shape, Selectors, int]]) -> list[dict[str, object]]:

@@ -4,6 +4,10 @@ The control plane reconciles on a timer anyway; a wake-up only shortens the time
 "a launch is decided" from a timer period to about a second. So a wake-up is best effort: it is debounced (at most
 one call per `debounce_s`; what changes inside the window is sent when it ends), a failed call is logged and
 forgotten (the next change calls again), and nothing here may stop the agent.
+
+A node newly preempted (Ray drains it with a deadline: a spot eviction notice, agent_preempt.py) is the one change
+sent at once, debounce or not, naming its instance: its replacement has only the notice period (30 s on Azure) to
+start before the node goes.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class DemandSummary:
     constraint_bundles: int = 0  # request_resources bundles
     shapes: frozenset[Shape] = frozenset()  # every shape asked for, pending or constrained
     dead_nodes: Mapping[str, str] = field(default_factory=dict)  # ray node id -> instance id
+    # ray node id -> (instance id, preempt deadline as the payload says it)
+    preempted_nodes: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def summarize(payload: Mapping[str, Any]) -> DemandSummary:
@@ -56,6 +62,11 @@ def summarize(payload: Mapping[str, Any]) -> DemandSummary:
         constraint_bundles=sum(item["count"] for item in constraints),
         shapes=frozenset(shapes),
         dead_nodes={node["ray_node_id"]: node["instance_id"] for node in payload["nodes"] if node["status"] == "dead"},
+        preempted_nodes={
+            node["ray_node_id"]: (node["instance_id"], node["preempt_deadline"])
+            for node in payload["nodes"]
+            if node.get("preempt_deadline") and node["status"] != "dead"
+        },
     )
 
 
@@ -71,11 +82,23 @@ def describe_change(previous: DemandSummary, current: DemandSummary) -> str | No
     new_shapes = sorted(current.shapes - previous.shapes)
     if new_shapes:
         reasons.append("new shapes " + ", ".join(format_shape(shape) for shape in new_shapes))
+    newly_preempted = newly_preempted_nodes(previous, current)
+    if newly_preempted:
+        described = ", ".join(
+            f"{_describe_node(node_id, current.preempted_nodes[node_id][0])} by {current.preempted_nodes[node_id][1]}"
+            for node_id in newly_preempted
+        )
+        reasons.append(f"nodes preempted: {described}")
     newly_dead = sorted(set(current.dead_nodes) - set(previous.dead_nodes))
     if newly_dead:
         described = ", ".join(_describe_node(node_id, current.dead_nodes[node_id]) for node_id in newly_dead)
         reasons.append(f"nodes died: {described}")
     return "; ".join(reasons) or None
+
+
+def newly_preempted_nodes(previous: DemandSummary, current: DemandSummary) -> list[str]:
+    """Ray node ids preempted since `previous`: a change worth a wake-up at once, whatever the debounce."""
+    return sorted(set(current.preempted_nodes) - set(previous.preempted_nodes))
 
 
 def _describe_node(ray_node_id: str, instance_id: str) -> str:
@@ -160,12 +183,14 @@ class DemandWatcher:
         last_sent_at = float("-inf")
         while not stop.is_set():
             current = self._observe()
+            urgent = False
             if current is not None:
                 change = describe_change(previous, current)
+                urgent = bool(newly_preempted_nodes(previous, current))
                 previous = current
                 if change:
                     unsent_reasons.append(change)
-            if unsent_reasons and self._clock() - last_sent_at >= self._debounce_s:
+            if unsent_reasons and (urgent or self._clock() - last_sent_at >= self._debounce_s):
                 last_sent_at = self._clock()
                 self._send(unsent_reasons)
                 unsent_reasons = []
