@@ -1,0 +1,164 @@
+"""A cost simulator: demand traces replayed through our autoscaler and through Ray's, in virtual time.
+
+Three traces (bench/sim/traces.py): `diurnal` (a service's short tasks over a day, the rate following a sine),
+`bursty` (a quiet cluster hit by bursts of hundreds of batch tasks) and `gpu_training` (CPU preprocessing, then GPU
+trials of hours, then a CPU evaluation). Each runs twice on the same cluster config (bench/sim/cluster.py: CPU
+spot, CPU regular, GPU spot and GPU regular Azure VM types, priced by the Azure plugin's price classes) with the
+same seed, so the same tasks arrive and the n-th VM of a type boots as fast and lives as long under both policies:
+
+- ours: the real reconcile shell and planner, one tick per control interval, on the in-memory store and a simulated
+  cloud and head agent (bench/sim/ours.py);
+- ray: Ray 2.60's autoscaler v2 policy as installed, its `ResourceDemandScheduler.schedule` (launches and idle
+  termination) and its reconciler's launch step (upscaling speed, concurrent launches) (bench/sim/ray_policy.py).
+
+The control interval is the app's timer period (`DEFAULT_RECONCILE_SCHEDULE`, 15 s) for both. What is modelled and
+what is not: docs/decisions/simulator.md.
+
+Run from the repository root: `.venv/bin/python bench/simulate.py [--seed N] [--quick] [--hours-scale F]`. It prints
+the distributions and prices, a table per trace, writes docs/img/simulate-<trace>.png, and its last line is JSON:
+{"traces": {TRACE: {"ours": M, "ray": M}}}, each M with node_hours, cost ($), wait_mean_s, wait_p95_s, evictions
+and lost_work_s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from autoscaler.settings import DEFAULT_RECONCILE_SCHEDULE
+from bench.sim import cluster
+from bench.sim.ours import OursPolicy
+from bench.sim.ray_policy import RayPolicy
+from bench.sim.traces import DEFAULT_HOURS, TRACES, Trace
+from bench.sim.world import Policy, RunResult, World
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "docs" / "img"
+QUICK_HOURS = {"diurnal": 2.0, "bursty": 3.0, "gpu_training": 2.0}
+POLICIES: tuple[type[OursPolicy] | type[RayPolicy], ...] = (OursPolicy, RayPolicy)
+
+
+def timer_interval_s(schedule: str = DEFAULT_RECONCILE_SCHEDULE) -> float:
+    """The period of the app's NCRONTAB timer (seconds first: "*/15 * * * * *" is every 15 s)."""
+    seconds = schedule.split()[0]
+    if not seconds.startswith("*/"):
+        raise ValueError(f"expected an every-N-seconds schedule, not {schedule!r}")
+    return float(seconds[2:])
+
+
+def run_policy(
+    trace: Trace, policy: Policy, *, seed: int, distributions: cluster.Distributions, interval_s: float
+) -> RunResult:
+    config = cluster.cluster_config()
+    world = World(
+        trace,
+        luck_of=lambda node_type, sequence: cluster.luck(seed, trace.name, node_type, sequence, distributions),
+        distributions=distributions,
+        interval_s=interval_s,
+        resources_of=lambda node_type: dict(config.available_node_types[node_type].resources),
+    )
+    return world.run(policy)
+
+
+def simulate(
+    trace_name: str,
+    *,
+    seed: int,
+    hours: float,
+    distributions: cluster.Distributions | None = None,
+    interval_s: float | None = None,
+) -> dict[str, RunResult]:
+    """Both policies on one trace, same seed: {policy name: result}."""
+    distributions = distributions or cluster.Distributions()
+    interval_s = interval_s or timer_interval_s()
+    results = {}
+    for policy_class in POLICIES:
+        trace = TRACES[trace_name](seed, hours)
+        results[policy_class.name] = run_policy(
+            trace, policy_class(), seed=seed, distributions=distributions, interval_s=interval_s
+        )
+    return results
+
+
+def figures(results_by_trace: dict[str, dict[str, RunResult]]) -> dict[str, object]:
+    """The JSON of the last line."""
+    return {
+        "traces": {
+            trace: {policy: result.metrics.as_json() for policy, result in results.items()}
+            for trace, results in results_by_trace.items()
+        }
+    }
+
+
+def print_header(seed: int, interval_s: float, distributions: cluster.Distributions) -> None:
+    config = cluster.cluster_config()
+    print(f"seed {seed}; control interval {interval_s:g} s for both policies (the app's timer period)")
+    print(f"cluster: max_workers {config.max_workers}, idle_timeout_minutes {config.idle_timeout_minutes:g}, "
+          f"upscaling_speed {config.upscaling_speed:g}")  # fmt: skip
+    for worker in cluster.planner_config().worker_types:
+        print(f"  {worker.name:12s} {dict(worker.resources)} max {worker.max_workers:2d}  ${worker.cost:.4f}/h "
+              f"({worker.cost_basis})")  # fmt: skip
+    print(f"luck: {distributions.describe()}")
+
+
+def print_table(trace: Trace, results: dict[str, RunResult], elapsed_s: float) -> None:
+    print(f"\n{trace.name}: {trace.task_count} tasks, {trace.horizon_s / 3600:g} h ({elapsed_s:.1f} s to simulate)")
+    print(f"  {' '.join(trace.description.split())}")
+    header = ("policy", "node-h", "cost $", "wait mean s", "wait p95 s", "evictions", "lost work s", "makespan h")
+    print("  " + "".join(f"{column:>12s}" for column in header) + "  launches by type")
+    for policy, result in results.items():
+        metrics = result.metrics
+        row = (
+            f"{metrics.node_hours:.1f}",
+            f"{metrics.cost:.2f}",
+            f"{metrics.wait_mean_s:.1f}",
+            f"{metrics.wait_p95_s:.1f}",
+            f"{metrics.evictions}",
+            f"{metrics.lost_work_s:.0f}",
+            f"{result.makespan_s / 3600:.2f}",
+        )
+        unfinished = f", {result.unfinished} tasks unfinished" if result.unfinished else ""
+        launches = ", ".join(f"{name} {count}" for name, count in sorted(result.launches_by_type.items()))
+        print(f"  {policy:>12s}" + "".join(f"{value:>12s}" for value in row) + f"  {launches}{unfinished}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="a short slice of each trace, no figures written")
+    parser.add_argument("--hours-scale", type=float, default=1.0, help="scale every trace's length")
+    parser.add_argument("--traces", nargs="*", choices=sorted(TRACES), default=list(TRACES))
+    parser.add_argument("--images", type=Path, default=IMAGES, help="where the PNGs go")
+    arguments = parser.parse_args()
+    if arguments.hours_scale <= 0:
+        parser.error("--hours-scale must be above 0")
+
+    distributions = cluster.Distributions()
+    interval_s = timer_interval_s()
+    print_header(arguments.seed, interval_s, distributions)
+    started = time.perf_counter()
+    results_by_trace = {}
+    for name in arguments.traces:
+        hours = (QUICK_HOURS if arguments.quick else DEFAULT_HOURS)[name] * arguments.hours_scale
+        trace_started = time.perf_counter()
+        results = simulate(name, seed=arguments.seed, hours=hours, distributions=distributions, interval_s=interval_s)
+        results_by_trace[name] = results
+        trace = TRACES[name](arguments.seed, hours)
+        print_table(trace, results, time.perf_counter() - trace_started)
+        if not arguments.quick:
+            from bench.sim.plots import draw
+
+            path = arguments.images / f"simulate-{name}.png"
+            draw(name, trace.description, results, path)
+            print(f"  figure: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    print(f"\nsimulated in {time.perf_counter() - started:.1f} s")
+    print(json.dumps(figures(results_by_trace)))
+
+
+if __name__ == "__main__":
+    main()
