@@ -299,7 +299,7 @@ class RetailPricesClient:
         items: list[RetailPriceItem] = []
         with requests.Session() as session:
             for _ in range(self.max_pages):
-                page = self._page(session, url)
+                page = self._page(session, url, started)
                 items.extend(page.Items)
                 if not page.NextPageLink:
                     return items
@@ -314,24 +314,35 @@ class RetailPricesClient:
             raise RetailPricesUnavailable(f"NextPageLink {link[:200]!r} leaves {self.base_url}")
         return link
 
-    def _page(self, session: Any, url: str) -> RetailPricesPage:
+    def _page(self, session: Any, url: str, started: float) -> RetailPricesPage:
         import requests
 
         try:
             with session.get(url, timeout=self.timeouts_s, stream=True, allow_redirects=False) as response:
                 if response.status_code != 200:
                     raise RetailPricesUnavailable(f"the API answered HTTP {response.status_code}")
-                body = response.raw.read(MAX_PAGE_BYTES + 1, decode_content=True)
-        except requests.RequestException as error:
+                body = self._body(response, started)
+        except requests.RequestException as error:  # iter_content wraps urllib3's read errors into these
             raise RetailPricesUnavailable(f"the API did not answer: {type(error).__name__}") from error
-        if len(body) > MAX_PAGE_BYTES:
-            raise RetailPricesUnavailable(f"a page is larger than {MAX_PAGE_BYTES} bytes")
         try:
             return RetailPricesPage.model_validate_json(body)
         except ValidationError as error:
             first = error.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
             raise RetailPricesUnavailable(f"the answer is not a price page ({where}: {first['msg']})") from None
+
+    def _body(self, response: Any, started: float) -> bytes:
+        """The page's bytes, within MAX_PAGE_BYTES and the deadline (a server that trickles is cut off too)."""
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > MAX_PAGE_BYTES:
+                raise RetailPricesUnavailable(f"a page is larger than {MAX_PAGE_BYTES} bytes")
+            if self._monotonic() - started > self.deadline_s:
+                raise RetailPricesUnavailable(f"the answer took more than {self.deadline_s:g} s")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 # --------------------------------------------------------------------------------------------
@@ -499,6 +510,7 @@ class RetailPriceBook:
                 failure = self._record_failure(region, now, str(error))
             else:
                 self._remember(region, size, fetched)
+                self._clear_failure(region)
                 if self.cache is not None:
                     self.cache.put(region, size, fetched)
                 return fetched, ""
@@ -514,8 +526,11 @@ class RetailPriceBook:
     def _remember(self, region: str, size: str, prices: SizePrices) -> SizePrices:
         with self._lock:
             self._memory[(region, size)] = prices
-            self._failed.pop(region, None)
         return prices
+
+    def _clear_failure(self, region: str) -> None:
+        with self._lock:
+            self._failed.pop(region, None)
 
     def _recent_failure(self, region: str, now: datetime) -> str | None:
         with self._lock:

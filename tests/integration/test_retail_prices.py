@@ -29,6 +29,7 @@ from provisioning.azure.retail_prices import (
     RetailPriceBook,
     RetailPrices,
     RetailPricesClient,
+    RetailPricesUnavailable,
     TablePriceCache,
     book_for,
 )
@@ -279,6 +280,29 @@ def test_the_plugin_book_comes_from_the_build_context_with_the_app_storage(
     assert book_for(emulated_arm, environment={}) is None  # never the internet from an emulated deployment
 
 
+def test_the_plugin_hook_is_configured_once_from_the_first_build_context(api: RecordedApi, settings: Settings) -> None:
+    retail = RetailPrices()
+    retail.configure_from(BuildContext(settings=settings, options={"retail_prices_url": api.url}), environment={})
+    first = retail.book
+    assert first is not None
+    retail.configure_from(BuildContext(settings=settings, options={"retail_prices_url": closed_port_url()}))
+    assert retail.book is first
+    config = azure_config(worker={"size": "Standard_D2s_v3"})
+    assert cloud_prices(config.provider, retail)(config.available_node_types["worker"]) == (
+        0.096,
+        "retail price of Standard_D2s_v3 in eastus, 0.096 USD/h (Azure Retail Prices API, fetched "
+        f"{first.clock():%Y-%m-%d %H:%M}Z)",
+    )
+
+
+def test_an_answer_longer_than_its_page_or_time_budget_is_no_answer(api: RecordedApi) -> None:
+    with pytest.raises(RetailPricesUnavailable, match="more than 1 pages"):
+        RetailPricesClient(api.url, max_pages=1).fetch("eastus", ["Standard_D2s_v3"], NOW)
+    ticks = iter([0.0, 0.0, 11.0, 11.0, 11.0])
+    with pytest.raises(RetailPricesUnavailable, match="took more than 10 s"):
+        RetailPricesClient(api.url, monotonic=lambda: next(ticks)).fetch("eastus", ["Standard_D2s_v3"], NOW)
+
+
 # --------------------------------------------------------------------------------------------
 # The planner
 # --------------------------------------------------------------------------------------------
@@ -318,7 +342,7 @@ def test_the_cost_scorer_picks_the_type_that_is_cheaper_by_real_prices(
     api: RecordedApi, cache: TablePriceCache, priority: str
 ) -> None:
     # The static classes price both the same (family D, 2 vCPUs); the recorded retail prices make D2als v7 cheaper
-    # (0.0804 against 0.096, spot 0.015598 against 0.018816). On a tie the planner's scorers settle by type name, here for D2s v3.
+    # (0.0804 against 0.096, spot 0.015598 against 0.018816). On a tie the scorers settle by type name: D2s v3 here.
     config = azure_config(
         "East US",
         b_d2s_v3={"size": "Standard_D2s_v3", "priority": priority},
