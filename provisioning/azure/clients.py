@@ -7,8 +7,9 @@ and the reconcile shell pauses launches for that long instead.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError
@@ -18,6 +19,7 @@ from azure.core.pipeline.policies import RetryPolicy
 from autoscaler.ports import InvalidRequestError, NotFoundError
 from provisioning.azure.errors import from_azure_error, parse_retry_after
 from provisioning.azure.network import SubnetReference
+from provisioning.azure.write_budget import WriteBudget, budget_for
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -42,6 +44,10 @@ class AzureSettings:
     # launch fails as transient and the next tick carries on from what ARM shows.
     network_wait_s: float = 30.0
     network_poll_interval_s: float = 1.0
+    # Bursts (launch_many / terminate_many): at most this many requests in flight at once, within the write budget
+    # Azure reports (write_budget.py), whose clock this is (tests and the burst bench run a simulated one).
+    burst_concurrency: int = 8
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
 
 
 class BoundedRetryPolicy(RetryPolicy[Any, Any]):
@@ -70,6 +76,12 @@ class ArmClients:
         from azure.mgmt.network import models as network_models
 
         self.settings = settings
+        self.budget: WriteBudget = budget_for(settings.subscription_id, settings.base_url or "", settings.clock)
+        budget = self.budget
+
+        def record_budget(response: PipelineResponse[Any, Any]) -> None:
+            budget.record(response.http_response.status_code, response.http_response.headers)
+
         options: dict[str, Any] = {
             "retry_policy": BoundedRetryPolicy(
                 settings.max_retry_after_s,
@@ -85,7 +97,10 @@ class ArmClients:
             options["base_url"] = settings.base_url
         if settings.connection_verify:
             options["connection_verify"] = settings.connection_verify
-        self.compute = ComputeManagementClient(credential, settings.subscription_id, **options)
+        # Every Compute answer (each try) tells the subscription's remaining write budget.
+        self.compute = ComputeManagementClient(
+            credential, settings.subscription_id, raw_response_hook=record_budget, **options
+        )
         self.network = NetworkManagementClient(credential, settings.subscription_id, **options)
         self.compute_models = compute_models
         self.network_models = network_models

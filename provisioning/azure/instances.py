@@ -28,6 +28,7 @@ from provisioning.azure.errors import (
     failure_class_of,
     from_azure_error,
 )
+from provisioning.azure.scale_sets import ScaleSetOwnership
 from provisioning.azure.vm_template import TAG_NODE_KIND, VmTemplate, arm_parameters, vm_name_for
 
 logger = logging.getLogger(__name__)
@@ -64,10 +65,19 @@ def failure_detail(statuses: Sequence[Mapping[str, Any]]) -> str:
 class ClusterInstances:
     """The VMs of one resource group that belong to a cluster, with what is remembered between ticks."""
 
-    def __init__(self, clients: ArmClients, template: VmTemplate, resource_group: str) -> None:
+    def __init__(
+        self,
+        clients: ArmClients,
+        template: VmTemplate,
+        resource_group: str,
+        pool_types: Mapping[str, str] | None = None,  # scale set name (lower) -> node type: scale_sets.pool_types
+    ) -> None:
         self.clients = clients
         self.template = template
         self.resource_group = resource_group
+        self.pool_types = dict(pool_types or {})
+        self.ownership = ScaleSetOwnership()
+        self._pool_vms: dict[str, str] = {}  # pool VM name (lower) -> its scale set's name, from the last list
         self._lock = threading.Lock()
         self._addresses: dict[str, tuple[str, str]] = {}  # head VM id (lower) -> (private IP, public IP)
         self._vm_names: dict[str, str] = {}  # instance id -> VM name, from the last list
@@ -78,6 +88,8 @@ class ClusterInstances:
             self._addresses.clear()
             self._vm_names.clear()
             self._failures.clear()
+            self._pool_vms.clear()
+        self.ownership.forget()
 
     # ------------------------------------------------------------------ list
 
@@ -88,17 +100,80 @@ class ClusterInstances:
             raise from_azure_error(error) from None
         instances: list[CloudInstance] = []
         names: dict[str, str] = {}
+        pool_vms: dict[str, str] = {}
         for vm in virtual_machines:
-            if not network.is_ours(vm, cluster_name, self.resource_group):
+            scale_set = self._scale_set_of(vm, cluster_name)
+            if scale_set:
+                instance = self._pool_instance(vm, cluster_name, self.pool_types[scale_set.lower()])
+                pool_vms[str(vm["name"]).lower()] = scale_set
+            elif network.is_ours(vm, cluster_name, self.resource_group):
+                instance = self._instance_from_vm(vm, cluster_name)
+            else:
                 continue
-            instance = self._instance_from_vm(vm, cluster_name)
             names[instance.instance_id] = vm["name"]
             instances.append(instance)
         listed = {instance.cloud_instance_id.lower() for instance in instances}
         with self._lock:
             self._vm_names = names
+            self._pool_vms = pool_vms
             self._failures = {key: failure for key, failure in self._failures.items() if key in listed}
         return instances
+
+    def _scale_set_of(self, vm: Mapping[str, Any], cluster_name: str) -> str:
+        """The name of the cluster's scale set this VM belongs to, or "" (docs/decisions/scale-sets.md, "Binding")."""
+        reference = str(((vm.get("properties") or {}).get("virtualMachineScaleSet") or {}).get("id", ""))
+        segments = reference.split("/")
+        if len(segments) < 9 or segments[4].lower() != self.resource_group.lower():
+            return ""
+        name = segments[8]
+        if name.lower() not in self.pool_types:
+            return ""
+        ours = self.ownership.known(reference)
+        if ours is None:
+            try:
+                scale_set = self.clients.compute.virtual_machine_scale_sets.get(self.resource_group, name).as_dict()
+            except AzureError as error:
+                cloud_error = from_azure_error(error)
+                if isinstance(cloud_error, NotFoundError):
+                    return ""  # the set is gone (its VMs go with it)
+                raise cloud_error from None
+            ours = network.is_ours(scale_set, cluster_name, self.resource_group)
+            self.ownership.remember(reference, ours)
+        return name if ours else ""
+
+    def _pool_instance(self, vm: Mapping[str, Any], cluster_name: str, node_type: str) -> CloudInstance:
+        """A VM of a scale-set node type: its instance id is its own name; the shell binds it to a record."""
+        properties = vm.get("properties") or {}
+        state, detail = cloud_state_of(str(properties.get("provisioningState", "")))
+        zones = vm.get("zones") or []
+        instance = CloudInstance(
+            instance_id=str(vm["name"]),
+            cluster_name=cluster_name,
+            node_type=node_type,
+            request_id="",
+            state=state,
+            cloud_instance_id=str(vm.get("id", "")),
+            detail=detail,
+            pool=node_type,
+            availability_zone=str(zones[0]) if zones else "",
+            priority=str(properties.get("priority") or "").lower(),
+        )
+        return self._with_failure(instance, vm) if state is CloudState.FAILED else instance
+
+    def pool_scale_set(self, instance_id: str) -> str | None:
+        """The scale set of a pool VM (by the last list, or by its name: "{scale set}_{8 characters}"), or None."""
+        with self._lock:
+            known = self._pool_vms.get(instance_id.lower())
+        if known is not None:
+            return known
+        prefix, separator, suffix = instance_id.rpartition("_")
+        if separator and len(suffix) == 8 and prefix.lower() in self.pool_types:
+            return prefix
+        return None
+
+    def was_listed(self, instance_id: str) -> bool:
+        with self._lock:
+            return instance_id.lower() in self._pool_vms
 
     def _instance_from_vm(self, vm: Mapping[str, Any], cluster_name: str) -> CloudInstance:
         tags = vm.get("tags") or {}
@@ -195,14 +270,18 @@ class ClusterInstances:
 
     # ------------------------------------------------------------------ launch, terminate
 
-    def launch(self, request: LaunchRequest, subnet_id: str) -> None:
+    def launch(self, request: LaunchRequest, subnet_id: str, **call_options: Any) -> None:
         """One VM PUT, not waited on. Idempotent: the VM name derives from the instance id."""
         is_spot = arm_parameters(request).is_spot
         vm_name = vm_name_for(request.cluster_name, request.instance_id)
         body = self.template.body(request, vm_name, subnet_id)
         try:
             self.clients.compute.virtual_machines.begin_create_or_update(
-                self.resource_group, vm_name, self.clients.compute_models.VirtualMachine(body), polling=False
+                self.resource_group,
+                vm_name,
+                self.clients.compute_models.VirtualMachine(body),
+                polling=False,
+                **call_options,
             )
         except AzureError as error:
             raise from_azure_error(error, is_spot=is_spot) from None
@@ -215,8 +294,12 @@ class ClusterInstances:
             request.request_id,
         )
 
-    def terminate(self, cluster_name: str, instance_id: str) -> None:
+    def terminate(self, cluster_name: str, instance_id: str, **call_options: Any) -> None:
         """Start deleting the instance's VM (its NIC, disk and IP follow); already gone is success."""
+        scale_set = self.pool_scale_set(instance_id)
+        if scale_set is not None:
+            self.delete_pool_vms(scale_set, [instance_id], **call_options)
+            return
         with self._lock:
             vm_name = self._vm_names.get(instance_id)
         try:
@@ -232,10 +315,30 @@ class ClusterInstances:
                     or (vm.get("tags") or {}).get(network.TAG_INSTANCE) != instance_id
                 ):
                     raise InvalidRequestError(f"VM {vm_name} is not instance {instance_id} of cluster {cluster_name}")
-            self.clients.compute.virtual_machines.begin_delete(self.resource_group, vm_name, polling=False)
+            self.clients.compute.virtual_machines.begin_delete(
+                self.resource_group, vm_name, polling=False, **call_options
+            )
         except AzureError as error:
             cloud_error = from_azure_error(error)
             if isinstance(cloud_error, NotFoundError):
                 return
             raise cloud_error from None
         logger.info("terminate started: cluster=%s instance=%s vm=%s", cluster_name, instance_id, vm_name)
+
+    def delete_pool_vms(self, scale_set: str, vm_names: Sequence[str], **call_options: Any) -> None:
+        """ONE `delete instances` call: exactly these VMs of the set go (Azure lowers its capacity by as many).
+        Names the last list did not show are already gone (success); a set that is gone has no VM left."""
+        with self._lock:
+            listed = [name for name in vm_names if name.lower() in self._pool_vms]
+        if not listed:
+            return
+        try:
+            self.clients.compute.virtual_machine_scale_sets.begin_delete_instances(
+                self.resource_group, scale_set, {"instanceIds": listed}, polling=False, **call_options
+            )
+        except AzureError as error:
+            cloud_error = from_azure_error(error)
+            if isinstance(cloud_error, NotFoundError):
+                return
+            raise cloud_error from None
+        logger.info("pool VMs deleting: scale set=%s vms=%s", scale_set, ",".join(listed))

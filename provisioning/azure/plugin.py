@@ -29,6 +29,7 @@ from autoscaler.config import (
     FieldErrors,
     NodeTypeConfig,
     ProviderConfig,
+    format_path,
     join_path,
     reading_stored,
 )
@@ -228,6 +229,30 @@ class AzureArmParameters(BaseModel):
         return self.priority in ("Spot", "Low")
 
 
+class AzurePriorityMix(ConfigModel):
+    """Spot Priority Mix of a scale set (Azure's `priorityMixPolicy`): the first `base_regular_count` VMs are regular,
+    and `regular_percentage_above_base` percent of the rest; the others are spot. Needs a spot node type."""
+
+    base_regular_count: int = Field(default=0, ge=0)
+    regular_percentage_above_base: int = Field(default=0, ge=0, le=100)
+
+
+class AzureScaleSet(ConfigModel):
+    """`node_config.azure_scale_set`: the node type's workers are VMs of one scale set in Flexible orchestration
+    (docs/decisions/scale-sets.md). Growing it is one capacity write for any count; shrinking deletes exactly the VMs
+    the planner chose."""
+
+    # Flexible orchestration spreads VMs over this many fault domains (1: Azure spreads them as it can).
+    platform_fault_domain_count: int = Field(default=1, ge=1, le=3)
+    priority_mix: AzurePriorityMix | None = None
+
+
+def node_scale_set(node_type: NodeTypeConfig) -> AzureScaleSet | None:
+    """The node type's `node_config.azure_scale_set`, or None for a node type of single VMs."""
+    raw = node_type.node_config.get("azure_scale_set")
+    return None if raw is None else AzureScaleSet.model_validate(raw)
+
+
 def node_arm_parameters(node_type: NodeTypeConfig) -> AzureArmParameters | None:
     """The node type's `node_config.azure_arm_parameters`, or None when it has none (a local node type)."""
     parameters = node_type.node_config.get("azure_arm_parameters")
@@ -358,6 +383,36 @@ def check_provider(provider: Mapping[str, Any], errors: FieldErrors) -> None:
 
 def check_node_config(node_config: Mapping[str, Any], path: str, errors: FieldErrors) -> None:
     check_arm_parameters(node_config, path, errors, required=True)
+    check_scale_set(node_config, path, errors)
+
+
+STANDBY_POOL_NOT_SUPPORTED = (
+    "standby pools are not supported yet: no Azure SDK for Microsoft.StandbyPool is installed "
+    "(docs/decisions/scale-sets.md)"
+)
+
+
+def check_scale_set(node_config: Mapping[str, Any], path: str, errors: FieldErrors) -> None:
+    """`node_config.azure_scale_set`: its fields, and a priority mix only on a spot node type."""
+    raw = node_config.get("azure_scale_set")
+    if raw is None:
+        return
+    path = join_path(path, ("azure_scale_set",))
+    if isinstance(raw, Mapping) and "standby_pool" in raw:
+        errors.add(join_path(path, ("standby_pool",)), STANDBY_POOL_NOT_SUPPORTED)
+        raw = {key: value for key, value in raw.items() if key != "standby_pool"}
+    try:
+        scale_set = AzureScaleSet.model_validate(raw)
+    except ValidationError as error:
+        errors.add_validation_error(path, error)
+        return
+    parameters = node_config.get("azure_arm_parameters")
+    priority = parameters.get("priority", "Regular") if isinstance(parameters, Mapping) else "Regular"
+    if scale_set.priority_mix is not None and priority not in ("Spot", "Low"):
+        errors.add(
+            join_path(path, ("priority_mix",)),
+            "needs azure_arm_parameters.priority Spot: Azure mixes regular VMs into a spot scale set",
+        )
 
 
 def check_arm_parameters(node_config: Mapping[str, Any], path: str, errors: FieldErrors, *, required: bool) -> None:
@@ -411,6 +466,14 @@ def check(config: ClusterConfig, settings: Settings) -> list[FieldError]:
             FieldError(
                 "provider.resource_group",
                 "a resource group is required (or the app setting CLUSTERS_RESOURCE_GROUP)",
+            )
+        )
+    head = config.available_node_types.get(config.head_node_type)
+    if head is not None and head.node_config.get("azure_scale_set") is not None:
+        errors.append(
+            FieldError(
+                format_path(("available_node_types", config.head_node_type, "node_config", "azure_scale_set")),
+                "the head node type cannot be a scale set: the head is one VM of its own",
             )
         )
     return errors

@@ -4,6 +4,8 @@ Contracts are the CloudProvider port's (autoscaler/ports.py). The work is split 
 - clients.py: the ARM clients and their bounded retries;
 - vm_template.py: the VM one launch PUTs (NIC and public IP inline, deleteOption Delete, no identity, tags);
 - instances.py: list (ONE read per tick), launch (ONE write), terminate, and what is remembered between ticks;
+- scale_sets.py: scale-set node types (one Flexible VM scale set each: docs/decisions/scale-sets.md);
+- batches.py: every launch / terminate of a tick at once, within the subscription's write budget (write_budget.py);
 - cluster_network.py: the cluster's NSG, VNet and peerings with the app's VNet, awaited within a bound, once;
 - teardown.py: destroying what is left of a cluster, by tags.
 Ownership is decided by tags (`ray-cluster-name` + `managed-by`), never by names.
@@ -13,14 +15,17 @@ The management SDKs are imported when a provider is built, so importing this mod
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from autoscaler.config import ClusterConfig
 from autoscaler.model import CloudInstance, LaunchRequest
-from autoscaler.ports import DestroyReport, InvalidRequestError
+from autoscaler.ports import CloudError, DestroyReport, InvalidRequestError
+from provisioning.azure.batches import BatchIssuer
 from provisioning.azure.clients import ArmClients, AzureSettings
 from provisioning.azure.cluster_network import ClusterNetwork
 from provisioning.azure.instances import ClusterInstances, cloud_state_of, failure_detail
+from provisioning.azure.scale_sets import ScaleSetTemplate, pool_types, scale_set_of
 from provisioning.azure.teardown import ClusterTeardown
 from provisioning.azure.vm_template import VmTemplate, vm_name_for
 
@@ -45,7 +50,8 @@ class AzureCloudProvider:
         self.clients = ArmClients(credential, settings)
         self.template = VmTemplate(config, self.location)
         self.cluster_network = ClusterNetwork(self.clients, config, self.resource_group, self.location)
-        self.instances = ClusterInstances(self.clients, self.template, self.resource_group)
+        self.instances = ClusterInstances(self.clients, self.template, self.resource_group, pool_types(config))
+        self.batches = BatchIssuer(self.clients, self.instances, ScaleSetTemplate(self.template), self.resource_group)
 
     @classmethod
     def from_environment(cls, config: ClusterConfig, settings: AzureSettings) -> AzureCloudProvider:
@@ -72,10 +78,29 @@ class AzureCloudProvider:
 
     def launch(self, request: LaunchRequest) -> None:
         subnet_id = self.cluster_network.ensure()  # remembered after the first call: no ARM request in steady state
+        if scale_set_of(request.node_config) is not None:
+            (outcome,) = self.batches.launch_many([request], subnet_id)
+            if outcome is not None:
+                raise outcome
+            return
         self.instances.launch(request, subnet_id)
 
     def terminate(self, cluster_name: str, instance_id: str) -> None:
         self.instances.terminate(cluster_name, instance_id)
+
+    def launch_many(self, requests: Sequence[LaunchRequest]) -> list[CloudError | None]:
+        """Every launch of a tick: one write per scale-set node type, single VMs in parallel within the budget."""
+        if not requests:
+            return []
+        try:
+            subnet_id = self.cluster_network.ensure()
+        except CloudError as error:
+            return [error] * len(requests)
+        return self.batches.launch_many(requests, subnet_id)
+
+    def terminate_many(self, cluster_name: str, instance_ids: Sequence[str]) -> list[CloudError | None]:
+        """Every terminate of a tick: one delete-instances call per scale set, single VMs in parallel."""
+        return self.batches.terminate_many(cluster_name, instance_ids)
 
     def destroy_cluster(self, cluster_name: str) -> DestroyReport:
         report = ClusterTeardown(self.clients, self.cluster_network, self.resource_group).run(cluster_name)

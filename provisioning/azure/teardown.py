@@ -1,9 +1,9 @@
 """Destroying a cluster on Azure: whatever is left of it, found by tags, in the order Azure allows.
 
-VMs first, then the NICs, public IPs and disks they may have left, then (when we created them) the peerings, the
-VNet and the NSG. The resource group is the user's and stays. Deletions are started, not waited on; `InUse`
-answers (a NIC still attached while its VM is being deleted, ...) are retried a few times with backoff, and
-whatever still refuses is reported as remaining, for the next tick.
+Scale sets first (with every VM still in them), then VMs, then the NICs, public IPs and disks they may have left,
+then (when we created them) the peerings, the VNet and the NSG. The resource group is the user's and stays.
+Deletions are started, not waited on; `InUse` answers (a NIC still attached while its VM is being deleted, ...) are
+retried a few times with backoff, and whatever still refuses is reported as remaining, for the next tick.
 """
 
 from __future__ import annotations
@@ -45,6 +45,13 @@ class ClusterTeardown:
 
     def _delete_vms_and_leftovers(self, cluster_name: str) -> None:
         compute, net = self.clients.compute, self.clients.network
+        # A scale set (a scale-set node type's) goes with the VMs still in it, and their NICs and disks
+        # (deleteOption Delete); its VMs carry no tags of ours, the set does.
+        for scale_set in compute.virtual_machine_scale_sets.list(self.resource_group):
+            data = scale_set.as_dict()
+            if self._owned(data, cluster_name):
+                delete_set = _bind(compute.virtual_machine_scale_sets.begin_delete, self.resource_group, data["name"])
+                self._delete(data["id"], delete_set)
         for vm in compute.virtual_machines.list(self.resource_group):
             data = vm.as_dict()
             if self._owned(data, cluster_name):

@@ -169,8 +169,10 @@ class VmTemplate:
                 ],
             },
         }
-        # The head is always on-demand: losing it loses the cluster.
-        if not request.is_head and parameters.is_spot:
+        # The head is always on-demand: losing it loses the cluster. A launch may override the node type's priority
+        # (the shell launches a spot type as regular while its spot offerings are avoided).
+        is_spot = parameters.is_spot if not request.priority else request.priority.lower() == "spot"
+        if not request.is_head and is_spot:
             properties["priority"] = "Spot"  # Ray's legacy "Low" is Spot for VMs (Azure deprecated "Low")
             properties["evictionPolicy"] = parameters.evictionPolicy or "Delete"
             properties["billingProfile"] = {

@@ -94,7 +94,8 @@ from tests.support.arm.rbac import (
     is_allowed,
     resource_group_scope,
 )
-from tests.support.arm.throttling import Throttle, ThrottleBudgets, compute_group
+from tests.support.arm.scale_sets import DEFAULT_SCALE_OUT_INTERVAL_S, ScaleSets
+from tests.support.arm.throttling import BATCHED_VM_REQUESTS, Throttle, ThrottleBudgets, compute_group
 
 # Strict is the default: every Azure suite runs against ARM's real semantics and Azure's request rules
 # (tests/support/arm_rules.py). Suites about the emulator's own lenient bookkeeping pass strict=False, and
@@ -210,6 +211,7 @@ _NAMED_COLLECTIONS = {
     "operations",
     "operationresults",
     "virtualmachines",
+    "virtualmachinescalesets",
     "disks",
     "networkinterfaces",
     "publicipaddresses",
@@ -221,6 +223,7 @@ _NAMED_COLLECTIONS = {
 
 _TYPES = {
     "virtualmachines": "Microsoft.Compute/virtualMachines",
+    "virtualmachinescalesets": "Microsoft.Compute/virtualMachineScaleSets",
     "disks": "Microsoft.Compute/disks",
     "networkinterfaces": "Microsoft.Network/networkInterfaces",
     "publicipaddresses": "Microsoft.Network/publicIPAddresses",
@@ -234,6 +237,7 @@ _PEERING_TYPE = "Microsoft.Network/virtualNetworks/virtualNetworkPeerings"
 # errors.py); the others follow the same pattern.
 _OPERATION_TYPE_NAMES = {
     "Microsoft.Compute/virtualMachines": "VirtualMachine",
+    "Microsoft.Compute/virtualMachineScaleSets": "VirtualMachineScaleSet",
     "Microsoft.Compute/disks": "Disk",
     "Microsoft.Network/networkInterfaces": "NetworkInterface",
     "Microsoft.Network/publicIPAddresses": "PublicIpAddress",
@@ -291,6 +295,7 @@ class ArmEmulator:
         request_rules: bool | None = None,  # Azure's request rules (arm_rules.validate_request); on in strict mode
         operation_retry_after_s: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        scale_out_interval_s: float = DEFAULT_SCALE_OUT_INTERVAL_S,  # a scale set's new VMs appear one per interval
     ) -> None:
         self.subscription_id = subscription_id
         self.location = location
@@ -325,6 +330,7 @@ class ArmEmulator:
         self.requests_by_kind: Counter[str] = Counter()
         self.request_log: list[tuple[str, str, int]] = []  # (method, path, status)
         self.error_log: list[tuple[str, str, int, str, str]] = []  # (method, path, status, code, message)
+        self.scale_sets = ScaleSets(self, scale_out_interval_s)
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._temp_dir: Path | None = None
@@ -441,6 +447,7 @@ class ArmEmulator:
             resource = self._find_by_name("virtualmachines", vm_name)
             if mode == "delete":
                 self._delete_now(self._key(resource.body["id"]))
+                self.scale_sets.advance()  # a scale set's capacity drops with its evicted VM
             elif mode == "deallocate":
                 resource.power_state = "deallocated"
             else:
@@ -662,12 +669,21 @@ class ArmEmulator:
             return {}
         start = segments.index("providers")
         namespace, rest = segments[start + 1], segments[start + 2 :]
+        if namespace == "microsoft.compute" and rest and rest[0] == "virtualmachinescalesets":
+            sub_resource = "/".join(rest[2:])
+            group = compute_group(method, collection_path=len(rest) == 1, sub_resource=sub_resource, scale_set=True)
+            return self._throttle.charge_compute(self.subscription_id, group) if group else {}
         if namespace == "microsoft.compute" and rest and rest[0] == "virtualmachines":
             group = compute_group(method, collection_path=len(rest) == 1, sub_resource="/".join(rest[2:]))
             return self._throttle.charge_compute(self.subscription_id, group) if group else {}
         if namespace == "microsoft.network":
             self._throttle.charge_network(self.subscription_id, method)
         return {}
+
+    def _charge_batched(self, vm_count: int) -> None:
+        """A scale-set write that adds or removes `vm_count` VMs charges that many counts (throttling.py)."""
+        if self.throttling and vm_count > 0:
+            self._throttle.charge_compute(self.subscription_id, BATCHED_VM_REQUESTS, count=vm_count)
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         for fault in self._faults:
@@ -716,6 +732,9 @@ class ArmEmulator:
                 raise ArmHttpError(405, "MethodNotAllowed", f"{method} on a collection")
             return 200, {}, self._list(resource_group, collection, with_instance_view=False, path=path, query=raw_query)
         name = segments[7]
+        if collection == "virtualmachinescalesets" and len(segments) <= 9:
+            action = lowered[8] if len(segments) == 9 else ""
+            return self.scale_sets.request(method, resource_group, name, action, document)
         resource_id = self._resource_id(resource_group, collection, name)
         if len(segments) == 8:
             return self._resource_request(
@@ -974,6 +993,7 @@ class ArmEmulator:
 
     def _advance(self) -> None:
         """Complete every operation whose time has come (and that no SLOW fault still holds)."""
+        self.scale_sets.advance()
         now = self._clock()
         for operation in list(self._operations.values()):
             if operation.status == IN_PROGRESS and operation.observations_left == 0 and now >= operation.due_at:

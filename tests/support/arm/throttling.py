@@ -61,6 +61,15 @@ PUT_VM = "PutVM"
 DELETE_VM = "DeleteVM"
 HIGH_COST_GET = "HighCostGet"
 LOW_COST_GET = "LowCostGet"
+# Scale sets: the policies troubleshooting-throttling-errors shows in its sample headers of a scale-set request
+# ("Microsoft.Compute/DeleteVMScaleSet3Min;107", "DeleteVMScaleSet30Min;587", "VMScaleSetBatchedVMRequests5Min;3704",
+# "HighCostGetVMScaleSet3Min/30Min"); a write to a set is charged to PutVMScaleSet (the same naming as PutVM), and
+# "Batch requests, such as for scaling a virtual machine scale set, can charge multiple counts": every VM a write adds
+# or removes is one count of VMScaleSetBatchedVMRequests5Min.
+PUT_SCALE_SET = "PutVMScaleSet"
+DELETE_SCALE_SET = "DeleteVMScaleSet"
+HIGH_COST_GET_SCALE_SET = "HighCostGetVMScaleSet"
+BATCHED_VM_REQUESTS = "VMScaleSetBatchedVMRequests"
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,10 @@ class ThrottleBudgets:
             DELETE_VM: _windows(DELETE_VM, 240, 1200),
             HIGH_COST_GET: _windows(HIGH_COST_GET, 140, 800),
             LOW_COST_GET: _windows(LOW_COST_GET, 4000, 32000),
+            PUT_SCALE_SET: _windows(PUT_SCALE_SET, 60, 300),
+            DELETE_SCALE_SET: _windows(DELETE_SCALE_SET, 60, 300),
+            HIGH_COST_GET_SCALE_SET: _windows(HIGH_COST_GET_SCALE_SET, 140, 800),
+            BATCHED_VM_REQUESTS: (Window(f"{BATCHED_VM_REQUESTS}5Min", 4000, 300.0),),
         }
     )
     network_reads: Window = Window("NetworkReads5Min", 10000, 300.0)
@@ -89,11 +102,13 @@ def arm_kind(method: str) -> str:
     return "delete" if method == "DELETE" else "write"
 
 
-def compute_group(method: str, collection_path: bool, sub_resource: str) -> str | None:
-    """The Compute operation group of a request on virtual machines (None: not counted by Compute here).
+def compute_group(method: str, collection_path: bool, sub_resource: str, *, scale_set: bool = False) -> str | None:
+    """The Compute operation group of a request on virtual machines or scale sets (None: not counted here).
 
     A single VM read or its instance view is a low-cost read; a list is a high-cost read (the split seen in the
     `LowCostGet`/`HighCostGet` headers quoted in throttling-errors)."""
+    if scale_set:
+        return _scale_set_group(method, sub_resource)
     if method == "PUT" and not sub_resource:
         return PUT_VM
     if method == "DELETE" and not sub_resource:
@@ -101,6 +116,14 @@ def compute_group(method: str, collection_path: bool, sub_resource: str) -> str 
     if method == "GET":
         return HIGH_COST_GET if collection_path else LOW_COST_GET
     return None
+
+
+def _scale_set_group(method: str, sub_resource: str) -> str | None:
+    if method in ("PUT", "PATCH") and not sub_resource:
+        return PUT_SCALE_SET
+    if (method == "DELETE" and not sub_resource) or (method == "POST" and sub_resource == "delete"):
+        return DELETE_SCALE_SET
+    return HIGH_COST_GET_SCALE_SET if method == "GET" else None
 
 
 def _iso(moment: datetime) -> str:
@@ -141,29 +164,33 @@ class Throttle:
 
     # ---------------------------------------------------------------- resource providers
 
-    def charge_compute(self, subscription_id: str, group: str) -> dict[str, str]:
+    def charge_compute(self, subscription_id: str, group: str, count: int = 1) -> dict[str, str]:
+        """Charge `count` requests to every policy of the group; the remaining-counts header, or 429 when one of the
+        policies has fewer than `count` left (nothing is charged then)."""
         windows = self.budgets.compute.get(group, ())
         if not windows:
             return {}
         states = [self._window_state(subscription_id, window) for window in windows]
-        exhausted = [(window, state) for window, state in zip(windows, states, strict=True) if state[1] >= window.limit]
+        exhausted = [
+            (window, state) for window, state in zip(windows, states, strict=True) if state[1] + count > window.limit
+        ]
         if exhausted:
             header = self._resource_header(windows, states)
-            window, (start, count, wall_start) = max(exhausted, key=lambda item: item[1][0] + item[0].window_s)
+            window, (start, used, wall_start) = max(exhausted, key=lambda item: item[1][0] + item[0].window_s)
             retry_after = self._retry_after(start, window)
             raise compute_too_many_requests(
                 window.name,
                 start=_iso(wall_start),
                 end=_iso(wall_start + timedelta(seconds=window.window_s)),
                 allowed=window.limit,
-                measured=count + 1,
+                measured=used + count,
                 retry_after_s=retry_after,
                 headers={"x-ms-ratelimit-remaining-resource": header},
             )
         charged = []
-        for window, (start, count, wall_start) in zip(windows, states, strict=True):
-            self._windows[(subscription_id.lower(), window.name)] = (start, count + 1, wall_start)
-            charged.append((start, count + 1, wall_start))
+        for window, (start, used, wall_start) in zip(windows, states, strict=True):
+            self._windows[(subscription_id.lower(), window.name)] = (start, used + count, wall_start)
+            charged.append((start, used + count, wall_start))
         return {"x-ms-ratelimit-remaining-resource": self._resource_header(windows, charged)}
 
     def charge_network(self, subscription_id: str, method: str) -> None:
@@ -194,6 +221,8 @@ class Throttle:
 
 
 __all__ = [
+    "BATCHED_VM_REQUESTS",
+    "DELETE_SCALE_SET",
     "DELETE_VM",
     "HIGH_COST_GET",
     "LOW_COST_GET",
