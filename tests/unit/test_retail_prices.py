@@ -323,6 +323,17 @@ def test_a_spot_price_the_api_does_not_list_is_no_price() -> None:
     assert quote.source == "no retail price: the Retail Prices API lists no Standard_B1s (spot) in eastus"
 
 
+def test_a_size_the_api_does_not_list_is_remembered_so_it_costs_one_query_a_day() -> None:
+    source, cache, clock = RecordedSource(), DictCache(), Clock()
+    book(source, cache, clock).quote("eastus", "Standard_Q4_v9", is_spot=False)
+    clock.now += timedelta(hours=12)
+    quote = book(source, cache, clock).quote("eastus", "Standard_Q4_v9", is_spot=False)
+    assert quote.usd_per_hour is None
+    assert "lists no Standard_Q4_v9 in eastus" in quote.source
+    assert len(source.calls) == 1
+    assert not cache.rows[("eastus", "Standard_Q4_v9")].listed
+
+
 def test_a_cache_row_round_trips_and_an_unreadable_row_is_a_miss() -> None:
     prices = SizePrices(0.096, None, NOW)
     entity = _entity_from_prices("eastus", "Standard_D2s_v3", prices, 1)
