@@ -368,7 +368,6 @@ class TablePriceCache:
 
     def __init__(self, table: TableClient) -> None:
         self.table = table
-        self._table_exists = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TablePriceCache:
@@ -620,10 +619,15 @@ class RetailPrices:
             self.book = book
 
     def configure_from(self, context: BuildContext, environment: Mapping[str, str] | None = None) -> None:
-        """Once per process: a book from the build context, unless one is set already (see `book_for`)."""
+        """Once per process: a book from the build context, unless one is set already (see `book_for`). A retail
+        prices URL that is not one is logged and leaves the static price classes: prices never stop a launch."""
         with self._lock:
-            if self.book is None:
+            if self.book is not None:
+                return
+            try:
                 self.book = book_for(context, environment)
+            except ValueError as error:
+                log.error("retail prices off, static price classes only: %s", error)
 
 
 def retail_prices_url(options: Mapping[str, Any], environment: Mapping[str, str]) -> str | None:
@@ -650,8 +654,8 @@ def book_for(context: BuildContext, environment: Mapping[str, str] | None = None
     url = retail_prices_url(context.options, os.environ if environment is None else environment)
     if url is None:
         return None
-    cache = TablePriceCache.from_settings(context.settings)
-    return RetailPriceBook(client=RetailPricesClient(url), cache=cache)
+    client = RetailPricesClient(url)  # checks the URL first
+    return RetailPriceBook(client=client, cache=TablePriceCache.from_settings(context.settings))
 
 
 def azure_options(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,8 @@ import pytest
 from autoscaler.config import ClusterConfig, NodeTypeConfig, parse_cluster_config
 from autoscaler.planner import PlannerConfig
 from autoscaler.planner.prices import LocatedPrices, cloud_prices
+from autoscaler.ports import BuildContext
+from autoscaler.settings import Settings
 from provisioning.azure.plugin import azure_node_price
 from provisioning.azure.retail_prices import (
     RETAIL_PRICES_URL,
@@ -39,6 +41,19 @@ from provisioning.azure.retail_prices import (
 
 RECORDING = Path(__file__).resolve().parents[1] / "data" / "retail-prices"
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+SETTINGS = Settings(
+    storage_connection_string="UseDevelopmentStorage=true",
+    storage_account_name="",
+    managed_identity_client_id="",
+    token_key=b"k" * 32,
+    control_plane_url="http://127.0.0.1:7071",
+    allow_local_provider=False,
+    local_data_dir=Path(".local-data"),
+    table_prefix="",
+    clusters_subscription_id="",
+    clusters_resource_group="",
+    function_subnet_id="",
+)
 IMAGE = {"imagePublisher": "microsoft-dsvm", "imageOffer": "ubuntu-2204", "imageSku": "2204-gen2"}
 
 
@@ -445,6 +460,17 @@ def test_where_retail_prices_are_read(
     options: dict[str, Any], environment: dict[str, str], expected: str | None
 ) -> None:
     assert retail_prices_url(options, environment) == expected
+
+
+def test_a_retail_prices_url_that_is_not_one_leaves_the_static_classes(caplog: pytest.LogCaptureFixture) -> None:
+    retail = RetailPrices()
+    context = BuildContext(settings=SETTINGS, options={"retail_prices_url": "ftp://prices.example"})
+    retail.configure_from(context, environment={})
+    assert retail.book is None
+    assert "retail prices off, static price classes only: retail prices URL 'ftp://prices.example'" in caplog.text
+    config = azure_config(worker={"size": "Standard_D2s_v3"})
+    worker = config.available_node_types["worker"]
+    assert cloud_prices(config.provider, retail)(worker) == azure_node_price(worker)
 
 
 def test_the_azure_settings_options_leave_out_the_retail_prices_url() -> None:
