@@ -19,7 +19,7 @@ from typing import Any
 from azure.core.exceptions import AzureError
 
 from autoscaler.model import CloudInstance, CloudState, LaunchRequest
-from autoscaler.ports import InvalidRequestError, NotFoundError
+from autoscaler.ports import InvalidRequestError, NotFoundError, TransientError
 from provisioning.azure import network
 from provisioning.azure.clients import ArmClients, get_or_none
 from provisioning.azure.errors import (
@@ -340,5 +340,12 @@ class ClusterInstances:
             cloud_error = from_azure_error(error)
             if isinstance(cloud_error, NotFoundError):
                 return
+            if isinstance(cloud_error, InvalidRequestError) and "instanceid" in str(cloud_error).lower():
+                # One of them left the set since the list (an eviction): nothing was deleted. The next tick's list
+                # no longer shows it, and the shell asks again for the others.
+                raise TransientError(f"scale set {scale_set}: {cloud_error}", code=cloud_error.code) from None
             raise cloud_error from None
+        with self._lock:  # they are going: a second terminate of one of them has nothing left to do
+            for name in listed:
+                self._pool_vms.pop(name.lower(), None)
         logger.info("pool VMs deleting: scale set=%s vms=%s", scale_set, ",".join(listed))

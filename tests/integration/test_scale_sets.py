@@ -1,0 +1,380 @@
+"""Scale-set node types (VMSS Flex) through the real Azure SDK against the strict loopback ARM emulator.
+
+The provider contract (tests/support/provider_contract.py, its pool checks), the scale set's shape (Flexible, the
+cluster's subnet, no identity, deleteOption Delete, tags, the same cloud-init as a single VM), growing by one write
+whatever the count, shrinking by exactly the chosen VMs in one call, Spot Priority Mix, eviction, and the destroy.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+
+from autoscaler.config import ClusterConfig, parse_cluster_config
+from autoscaler.model import CloudState, LaunchRequest
+from provisioning.azure.provider import AzureCloudProvider, AzureSettings
+from provisioning.azure.scale_sets import scale_set_name_for
+from tests.support.arm_emulator import ArmEmulator
+from tests.support.arm_rules import ArmRuleViolation, validate_request
+from tests.support.provider_contract import POOL_CONTRACT_CHECKS, launch_request_for
+
+RESOURCE_GROUP = "rg-ray"
+HEAD_TYPE = "ray.head.default"
+POOL_TYPE = "ray.worker.pool"
+MIX_TYPE = "ray.worker.mix"
+IMAGE = {"imagePublisher": "Canonical", "imageOffer": "ubuntu-24_04-lts", "imageSku": "server"}
+SCALE_SET_TYPE = "Microsoft.Compute/virtualMachineScaleSets"
+VM_TYPE = "Microsoft.Compute/virtualMachines"
+
+
+@pytest.fixture
+def arm() -> Iterator[ArmEmulator]:
+    with ArmEmulator(strict=True, request_validator=validate_request) as started:
+        yield started
+
+
+def make_config(arm: ArmEmulator, cluster_name: str = "demo") -> ClusterConfig:
+    worker = {"vmSize": "Standard_D4s_v3", **IMAGE}
+    document = {
+        "cluster_name": cluster_name,
+        "max_workers": 2000,
+        "provider": {
+            "type": "azure",
+            "location": "eastus",
+            "resource_group": RESOURCE_GROUP,
+            "subscription_id": arm.subscription_id,
+            "availability_zone": "1,2,3",
+        },
+        "auth": {"ssh_user": "ubuntu"},
+        "available_node_types": {
+            HEAD_TYPE: {
+                "resources": {"CPU": 2},
+                "node_config": {"azure_arm_parameters": {"vmSize": "Standard_D2s_v3", **IMAGE}},
+            },
+            POOL_TYPE: {
+                "resources": {"CPU": 4},
+                "max_workers": 1000,
+                "node_config": {"azure_arm_parameters": worker, "azure_scale_set": {}},
+            },
+            MIX_TYPE: {
+                "resources": {"CPU": 4},
+                "max_workers": 1000,
+                "node_config": {
+                    "azure_arm_parameters": {**worker, "priority": "Spot", "evictionPolicy": "Delete"},
+                    "azure_scale_set": {
+                        "platform_fault_domain_count": 1,
+                        "priority_mix": {"base_regular_count": 1, "regular_percentage_above_base": 50},
+                    },
+                },
+            },
+        },
+        "head_node_type": HEAD_TYPE,
+        "setup_commands": ["echo setup"],
+    }
+    return parse_cluster_config(document).config
+
+
+def make_provider(arm: ArmEmulator, config: ClusterConfig) -> AzureCloudProvider:
+    settings = AzureSettings(
+        subscription_id=arm.subscription_id,
+        base_url=arm.base_url,
+        connection_verify=arm.ca_path,
+        retry_backoff_factor_s=0.01,
+        retry_backoff_max_s=0.05,
+        delete_retry_backoff_s=0.01,
+        network_poll_interval_s=0.02,
+    )
+    return AzureCloudProvider(config, arm.credential(), settings)
+
+
+def pool_request(
+    config: ClusterConfig, instance_id: str, pool_target: int, node_type: str = POOL_TYPE
+) -> LaunchRequest:
+    return launch_request_for(
+        config,
+        instance_id,
+        node_type,
+        cluster_token="secret-cluster-token",
+        head_address="10.100.0.4:6379",
+        pool_target=pool_target,
+    )
+
+
+def next_tick(arm: ArmEmulator) -> None:
+    assert arm.settle(), f"{arm.operations_in_progress()} ARM operations still in progress"
+
+
+def scale_set(arm: ArmEmulator, config: ClusterConfig, node_type: str = POOL_TYPE) -> dict[str, Any]:
+    name = scale_set_name_for(config.cluster_name, node_type)
+    (found,) = [item for item in arm.resources(SCALE_SET_TYPE) if item["name"] == name]
+    return found
+
+
+# ------------------------------------------------------------------------------------------ contract
+
+
+@dataclass
+class PoolHarness:
+    provider: AzureCloudProvider
+    config: ClusterConfig
+    cluster_name: str
+    settle_timeout_s: float = 5.0
+
+    def launch_request(self, *, instance_id: str, request_id: str, pool_target: int = 1) -> LaunchRequest:
+        return replace(pool_request(self.config, instance_id, pool_target), request_id=request_id)
+
+
+@pytest.mark.parametrize("check", POOL_CONTRACT_CHECKS, ids=lambda check: check.__name__)
+def test_a_scale_set_node_type_meets_the_provider_contract(
+    check: Callable[[PoolHarness], None], arm: ArmEmulator
+) -> None:
+    config = make_config(arm)
+    check(PoolHarness(make_provider(arm, config), config, config.cluster_name))
+
+
+# ------------------------------------------------------------------------------------------ shape
+
+
+def test_the_scale_set_is_flexible_in_the_cluster_subnet_without_identity_deleting_nic_and_disk(
+    arm: ArmEmulator,
+) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    provider.launch(pool_request(config, "w1", 1))
+    body = scale_set(arm, config)
+    properties = body["properties"]
+    profile = properties["virtualMachineProfile"]
+    (nic,) = profile["networkProfile"]["networkInterfaceConfigurations"]
+    assert properties["orchestrationMode"] == "Flexible"
+    assert "identity" not in body
+    assert body["zones"] == ["1", "2", "3"]
+    assert nic["properties"]["deleteOption"] == "Delete"
+    assert profile["storageProfile"]["osDisk"]["deleteOption"] == "Delete"
+    subnet_id = nic["properties"]["ipConfigurations"][0]["properties"]["subnet"]["id"]
+    assert subnet_id == provider.nodes_subnet_id()
+    assert body["tags"]["ray-cluster-name"] == "demo"
+    assert body["tags"]["managed-by"] == "ray-serverless-autoscaler"
+    assert body["tags"]["ray-node-type"] == POOL_TYPE
+
+
+def test_the_scale_set_boots_its_vms_with_the_same_cloud_init_as_a_single_worker(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    request = pool_request(config, "w1", 1)
+    provider.launch(request)
+    name = scale_set_name_for(config.cluster_name, POOL_TYPE)
+    body = provider.batches.scale_sets.body(request, provider.nodes_subnet_id(), 1)
+    single = provider.template.body(request, name, provider.nodes_subnet_id())
+    custom_data = body["properties"]["virtualMachineProfile"]["osProfile"]["customData"]
+    assert custom_data == single["properties"]["osProfile"]["customData"]
+    assert b"/etc/ray/cluster-token" in gzip.decompress(base64.b64decode(custom_data))
+
+
+# ------------------------------------------------------------------------------------------ growing and shrinking
+
+
+AZURE_VM_LIST_PAGE_SIZE = 50  # Azure's page of the resource-group VM list (test_azure_provider.py)
+
+
+def test_growing_by_five_hundred_is_one_write_and_the_vms_appear_over_time() -> None:
+    with ArmEmulator(strict=True, page_size=AZURE_VM_LIST_PAGE_SIZE) as arm:
+        grow_by_five_hundred(arm)
+
+
+def grow_by_five_hundred(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    provider.launch(pool_request(config, "w0", 1))  # the network and the set exist
+    next_tick(arm)
+    arm.reset_counts()
+    outcomes = provider.launch_many([pool_request(config, f"w{index}", index) for index in range(2, 502)])
+    assert outcomes == [None] * 500
+    assert arm.writes == 1
+    assert scale_set(arm, config)["sku"]["capacity"] == 501
+    early = [vm for vm in provider.list_instances("demo") if vm.pool == POOL_TYPE]
+    assert len(early) < 501  # appearing over time, not at once
+    assert arm.settle(timeout_s=30)
+    listed = [vm for vm in provider.list_instances("demo") if vm.pool == POOL_TYPE]
+    assert len(listed) == 501
+    assert len({vm.instance_id for vm in listed}) == 501
+    assert {vm.availability_zone for vm in listed} == {"1", "2", "3"}
+
+
+def test_the_same_target_again_creates_nothing(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    provider.launch(pool_request(config, "w1", 3))
+    next_tick(arm)
+    provider.launch(pool_request(config, "w1", 3))
+    next_tick(arm)
+    assert len([vm for vm in provider.list_instances("demo") if vm.pool == POOL_TYPE]) == 3
+
+
+def test_shrinking_deletes_exactly_the_chosen_vms_in_one_call_and_lowers_the_capacity(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    provider.launch(pool_request(config, "w1", 6))
+    next_tick(arm)
+    vms = sorted(vm.instance_id for vm in provider.list_instances("demo") if vm.pool == POOL_TYPE)
+    chosen, kept = vms[1:4], vms[:1] + vms[4:]
+    arm.reset_counts()
+    assert provider.terminate_many("demo", chosen) == [None, None, None]
+    assert arm.writes == 1
+    assert [path for method, path, _ in arm.request_log if method == "POST"] == [
+        f"/subscriptions/{arm.subscription_id}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Compute/"
+        f"virtualMachineScaleSets/{scale_set_name_for('demo', POOL_TYPE)}/delete"
+    ]
+    next_tick(arm)
+    assert sorted(vm.instance_id for vm in provider.list_instances("demo") if vm.pool == POOL_TYPE) == kept
+    assert scale_set(arm, config)["sku"]["capacity"] == 3
+
+
+def test_a_vm_of_another_set_is_never_listed_as_the_clusters(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    other = make_config(arm, cluster_name="other")
+    make_provider(arm, other).launch(pool_request(other, "x1", 2))
+    provider = make_provider(arm, config)
+    provider.launch(pool_request(config, "w1", 1))
+    next_tick(arm)
+    assert len([vm for vm in provider.list_instances("demo") if vm.pool]) == 1
+
+
+def test_spot_priority_mix_makes_the_base_and_the_share_above_it_regular(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    provider.launch(pool_request(config, "m1", 5, node_type=MIX_TYPE))
+    next_tick(arm)
+    priorities = sorted(vm.priority for vm in provider.list_instances("demo") if vm.pool == MIX_TYPE)
+    # base 1 regular, then 50 % of the 4 above it: 1 + 2 regular, 2 spot
+    assert priorities == ["regular", "regular", "regular", "spot", "spot"]
+    policy = scale_set(arm, config, MIX_TYPE)["properties"]["priorityMixPolicy"]
+    assert policy == {"baseRegularPriorityCount": 1, "regularPriorityPercentageAboveBase": 50}
+
+
+def test_an_evicted_vm_leaves_the_list_and_a_new_target_replaces_it(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    provider.launch(pool_request(config, "m1", 5, node_type=MIX_TYPE))
+    next_tick(arm)
+    spot = next(vm for vm in provider.list_instances("demo") if vm.pool == MIX_TYPE and vm.priority == "spot")
+    arm.evict(spot.instance_id, mode="delete")
+    after = [vm for vm in provider.list_instances("demo") if vm.pool == MIX_TYPE]
+    assert spot.instance_id not in {vm.instance_id for vm in after}
+    assert scale_set(arm, config, MIX_TYPE)["sku"]["capacity"] == 4
+    provider.launch(pool_request(config, "m6", 5, node_type=MIX_TYPE))  # the replacement's record: target 5 again
+    next_tick(arm)
+    replaced = [vm for vm in provider.list_instances("demo") if vm.pool == MIX_TYPE]
+    assert len(replaced) == 5
+    assert all(vm.state is CloudState.RUNNING for vm in replaced)
+
+
+def test_destroy_removes_the_scale_set_and_everything_in_it(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    provider.launch(pool_request(config, "w1", 3))
+    next_tick(arm)
+    for _ in range(6):
+        report = provider.destroy_cluster("demo")
+        next_tick(arm)
+        if report.complete:
+            break
+    assert report.complete, report.remaining
+    left = [resource["id"] for resource in arm.resources() if "demo" in resource["id"].lower()]
+    assert left == []
+
+
+# ------------------------------------------------------------------------------------------ what Azure refuses
+
+
+def flexible_body(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "location": "eastus",
+        "sku": {"name": "Standard_D4s_v3", "capacity": 1},
+        "properties": {
+            "orchestrationMode": "Flexible",
+            "platformFaultDomainCount": 1,
+            "virtualMachineProfile": {
+                "networkProfile": {
+                    "networkApiVersion": "2020-11-01",
+                    "networkInterfaceConfigurations": [
+                        {"name": "nic", "properties": {"ipConfigurations": [{"name": "ip"}]}}
+                    ],
+                },
+                "priority": "Spot",
+            },
+        },
+    }
+    for path, value in changes.items():
+        target = body
+        *parents, last = path.split("__")
+        for parent in parents:
+            target = target[parent]
+        if value is None:
+            target.pop(last, None)
+        else:
+            target[last] = value
+    return body
+
+
+@pytest.mark.parametrize(
+    ("changes", "code", "target"),
+    [
+        ({"properties__platformFaultDomainCount": None}, "InvalidParameter", "platformFaultDomainCount"),
+        (
+            {"properties__virtualMachineProfile__networkProfile__networkApiVersion": None},
+            "NetworkApiVersionMustBeSpecifiedWithNetworkInterfaceConfigurations",
+            None,
+        ),
+        (
+            {"properties__priorityMixPolicy": {"regularPriorityPercentageAboveBase": 101}},
+            "InvalidParameter",
+            "priorityMixPolicy.regularPriorityPercentageAboveBase",
+        ),
+        (
+            {
+                "properties__priorityMixPolicy": {"baseRegularPriorityCount": 1},
+                "properties__virtualMachineProfile__priority": "Regular",
+            },
+            "InvalidParameter",
+            "priorityMixPolicy",
+        ),
+        ({"sku__capacity": -1}, "InvalidParameter", "sku.capacity"),
+        ({"properties__virtualMachineProfile__bogus": 1}, "BadRequest", None),
+    ],
+)
+def test_azure_refuses_a_scale_set_body_it_would_refuse(changes: dict[str, Any], code: str, target: str | None) -> None:
+    path = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/pool"
+    with pytest.raises(ArmRuleViolation) as refused:
+        validate_request("PUT", path, "2026-04-01", flexible_body(**changes))
+    assert refused.value.code == code
+    assert refused.value.target == target
+
+
+def test_azure_accepts_a_flexible_spot_set_with_a_priority_mix() -> None:
+    path = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/pool"
+    body = flexible_body(
+        properties__priorityMixPolicy={"baseRegularPriorityCount": 1, "regularPriorityPercentageAboveBase": 50}
+    )
+    validate_request("PUT", path, "2026-04-01", body)
+
+
+def test_delete_instances_of_a_vm_not_in_the_set_is_refused_and_deletes_nothing(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    provider.launch(pool_request(config, "w1", 2))
+    next_tick(arm)
+    (vm, _) = [vm for vm in provider.list_instances("demo") if vm.pool == POOL_TYPE]
+    name = scale_set_name_for("demo", POOL_TYPE)
+    from azure.core.exceptions import HttpResponseError
+
+    with pytest.raises(HttpResponseError) as refused:
+        provider.clients.compute.virtual_machine_scale_sets.begin_delete_instances(
+            RESOURCE_GROUP, name, {"instanceIds": [vm.instance_id, f"{name}_00000000"]}, polling=False
+        )
+    assert refused.value.status_code == 400
+    assert len([vm for vm in provider.list_instances("demo") if vm.pool == POOL_TYPE]) == 2
