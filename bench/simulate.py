@@ -1,15 +1,15 @@
 """A cost simulator: demand traces replayed through our autoscaler and through Ray's, in virtual time.
 
-Three traces (bench/sim/traces.py): `diurnal` (a service's short tasks over a day, the rate following a sine),
+Three traces (bench/simulator/traces.py): `diurnal` (a service's short tasks over a day, the rate following a sine),
 `bursty` (a quiet cluster hit by bursts of hundreds of batch tasks) and `gpu_training` (CPU preprocessing, then GPU
-trials of hours, then a CPU evaluation). Each runs twice on the same cluster config (bench/sim/cluster.py: CPU
+trials of hours, then a CPU evaluation). Each runs twice on the same cluster config (bench/simulator/cluster.py: CPU
 spot, CPU regular, GPU spot and GPU regular Azure VM types, priced by the Azure plugin's price classes) with the
 same seed, so the same tasks arrive and the n-th VM of a type boots as fast and lives as long under both policies:
 
 - ours: the real reconcile shell and planner, one tick per control interval, on the in-memory store and a simulated
-  cloud and head agent (bench/sim/ours.py);
+  cloud and head agent (bench/simulator/ours.py);
 - ray: Ray 2.60's autoscaler v2 policy as installed, its `ResourceDemandScheduler.schedule` (launches and idle
-  termination) and its reconciler's launch step (upscaling speed, concurrent launches) (bench/sim/ray_policy.py).
+  termination) and its reconciler's launch step (upscaling speed, concurrent launches) (bench/simulator/ray_policy.py).
 
 The control interval is the app's timer period (`DEFAULT_RECONCILE_SCHEDULE`, 15 s) for both. What is modelled and
 what is not: docs/decisions/simulator.md.
@@ -29,13 +29,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+if str(Path(__file__).resolve().parent) not in sys.path:
+    # bench/ is a folder of scripts, not a package: its helpers (simulator/) are imported by their own name, from here.
+    sys.path.append(str(Path(__file__).resolve().parent))
+
+from simulator import cluster
+from simulator.ours import OursPolicy
+from simulator.ray_policy import RayPolicy
+from simulator.traces import DEFAULT_HOURS, TRACES, Trace
+from simulator.world import Policy, RunResult, World
 
 from autoscaler.settings import DEFAULT_RECONCILE_SCHEDULE
-from bench.sim import cluster
-from bench.sim.ours import OursPolicy
-from bench.sim.ray_policy import RayPolicy
-from bench.sim.traces import DEFAULT_HOURS, TRACES, Trace
-from bench.sim.world import Policy, RunResult, World
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "docs" / "img"
@@ -45,7 +49,7 @@ POLICIES: tuple[type[OursPolicy] | type[RayPolicy], ...] = (OursPolicy, RayPolic
 
 def timer_interval_s(schedule: str = DEFAULT_RECONCILE_SCHEDULE) -> float:
     """The period of the app's NCRONTAB timer (seconds first: "*/15 * * * * *" is every 15 s)."""
-    seconds = schedule.split()[0]
+    seconds = schedule.split(maxsplit=1)[0]
     if not seconds.startswith("*/"):
         raise ValueError(f"expected an every-N-seconds schedule, not {schedule!r}")
     return float(seconds[2:])
@@ -151,7 +155,7 @@ def main() -> None:
         trace = TRACES[name](arguments.seed, hours)
         print_table(trace, results, time.perf_counter() - trace_started)
         if not arguments.quick:
-            from bench.sim.plots import draw
+            from simulator.plots import draw
 
             path = arguments.images / f"simulate-{name}.png"
             draw(name, trace.description, results, path)

@@ -30,8 +30,8 @@ from autoscaler.model import (
 from autoscaler.ports import DestroyReport, DrainResult
 from autoscaler.reconcile import ReconcileDeps, reconcile
 from autoscaler.state import InMemoryStateStore
-from bench.sim.cluster import CLUSTER_NAME, cluster_config
-from bench.sim.world import Node, World
+from simulator.cluster import CLUSTER_NAME, cluster_config
+from simulator.world import Node, World
 
 EPOCH = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)  # virtual time 0 (a Monday, midnight)
 HEAD_ADDRESS = "10.0.0.4"

@@ -29,8 +29,8 @@ from ray.autoscaler.v2.schema import AutoscalerInstance
 from ray.autoscaler.v2.utils import ResourceRequestUtil
 from ray.core.generated import autoscaler_pb2, instance_manager_pb2
 
-from bench.sim.cluster import HEAD_TYPE, cluster_config
-from bench.sim.world import Node, World
+from simulator.cluster import HEAD_TYPE, cluster_config
+from simulator.world import Node, World
 
 # Generated protobuf classes are made at import time, so mypy cannot see them: reach them as plain attributes.
 IMInstance: Any = getattr(instance_manager_pb2, "Instance")  # noqa: B009

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-from bench.sim.world import RunResult
+from simulator.world import RunResult
 
 TYPE_COLOURS = {"cpu.spot": "tab:green", "cpu.regular": "tab:blue", "gpu.spot": "tab:orange", "gpu.regular": "tab:red"}
 POLICY_STYLES = {"ours": "-", "ray": "--"}

@@ -20,10 +20,10 @@ import statistics
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
-from bench.sim.cluster import Distributions, Luck, price_per_hour
-from bench.sim.traces import Phase, Shape, Trace
+from simulator.cluster import Distributions, Luck, price_per_hour
+from simulator.traces import Phase, Shape, Trace
 
 EPSILON = 1e-9
 
@@ -237,7 +237,7 @@ class World:
             self._push(self.now_s + spec.offset_s, ARRIVE, task.task_id)
 
     def _on_arrive(self, task_id: object) -> bool:
-        task = self.tasks[int(task_id)]  # type: ignore[call-overload]
+        task = self.tasks[cast(int, task_id)]
         task.queued_since_s = self.now_s
         queue = self.queues.setdefault(task.shape, deque())
         queue.append(task.task_id)
@@ -246,7 +246,7 @@ class World:
         return False
 
     def _on_finish(self, payload: object) -> bool:
-        task_id, attempt = payload  # type: ignore[misc]
+        task_id, attempt = cast(tuple[int, int], payload)
         task = self.tasks[task_id]
         if task.attempt != attempt or not math.isnan(task.done_s):
             return False  # a run that was cut short by an eviction

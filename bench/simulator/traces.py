@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 Shape = tuple[tuple[str, float], ...]  # sorted (resource, amount) pairs, hashable
@@ -50,7 +50,9 @@ def _lognormal(rng: random.Random, median_s: float, sigma: float, low_s: float, 
     return min(high_s, max(low_s, median_s * math.exp(rng.gauss(0.0, sigma))))
 
 
-def _poisson_arrivals(rng: random.Random, rate_per_s: Callable[[float], float], peak_per_s: float, end_s: float):
+def _poisson_arrivals(
+    rng: random.Random, rate_per_s: Callable[[float], float], peak_per_s: float, end_s: float
+) -> Iterator[float]:
     """Arrival times of a non-homogeneous Poisson process (Lewis-Shedler thinning)."""
     now_s = 0.0
     while True:
