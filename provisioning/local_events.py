@@ -91,9 +91,11 @@ def write_notice(instances_dir: Path, instance_id: str, notice_s: float, now: da
     if existing is not None:
         return existing
     noticed_at = now or datetime.now(UTC)
-    notice = PreemptNotice(
-        event_id=str(uuid.uuid4()), not_before=noticed_at + timedelta(seconds=notice_s), noticed_at=noticed_at
-    )
+    # NotBefore is RFC 1123, whole seconds: rounded up, so the notice is never shorter than asked.
+    not_before = noticed_at + timedelta(seconds=notice_s)
+    if not_before.microsecond:
+        not_before = not_before.replace(microsecond=0) + timedelta(seconds=1)
+    notice = PreemptNotice(event_id=str(uuid.uuid4()), not_before=not_before, noticed_at=noticed_at)
     path = notice_path(instances_dir, instance_id)
     descriptor, partial_name = tempfile.mkstemp(dir=instances_dir, prefix=f".{path.name}.", suffix=".partial")
     try:

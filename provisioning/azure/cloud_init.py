@@ -8,7 +8,10 @@ The custom data is a gzip-compressed `#cloud-config` document (cloud-init detect
   `RAY_enable_autoscaler_v2=1`, and `systemd-credentials.sh`, which gives the units the token on a systemd older
   than 247 (no `LoadCredential=`);
 - on the head, also the head agent's sources and its `ray-head-agent.service` unit. The agent runs on the image's
-  python3 (3.10 on Ubuntu 22.04): `agent_source_files` ships only the modules it imports, all 3.10-compatible.
+  python3 (3.10 on Ubuntu 22.04): `agent_source_files` ships only the modules it imports, all 3.10-compatible;
+- on every VM, head and workers, the preempt watch (`provisioning/head/preempt_watch.py`, standard library only) and
+  its `ray-preempt-watch.service` unit: it polls Azure's Scheduled Events and, on a `Preempt` notice for this VM, has
+  the head agent drain the node in Ray (docs/decisions/preemption-notice.md).
 Azure keeps custom data in the VM model (write-only: GET does not return it) and on the VM in root-only files;
 see docs/decisions/cluster-token.md.
 """
@@ -32,6 +35,11 @@ from provisioning.azure import network
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "head" / "templates"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 AGENT_MODULE = "provisioning.head.agent"
+PREEMPT_WATCH_MODULE = "provisioning.head.preempt_watch"
+# Azure's Scheduled Events (learn.microsoft.com/azure/virtual-machines/linux/scheduled-events), on the Instance Metadata
+# Service: the one place the code names this address (the watch has no default); tests and the local provider give the
+# watch a loopback URL instead.
+AZURE_SCHEDULED_EVENTS_URL = "http://169.254.169.254/metadata/scheduledevents?api-version=2020-07-01"
 DEFAULT_RAY_VERSION = "2.60.0"
 # Azure's limit for osProfile.customData: "The maximum length of the binary array is 65535 bytes" (the decoded
 # bytes, before base64), one byte short of 64 KiB.
@@ -57,6 +65,8 @@ class NodeBootSpec:
     control_plane_url: str = ""  # head only: where the agent sends wake-ups
     ray_version: str = DEFAULT_RAY_VERSION
     labels: Mapping[str, str] = field(default_factory=dict)  # the node type's labels, for Ray's label selectors
+    # The VM's name as Azure's Scheduled Events list it; "" = the name the Azure provider gives the instance's VM.
+    vm_name: str = ""
 
 
 def ray_start_arguments(spec: NodeBootSpec) -> list[str]:
@@ -107,7 +117,7 @@ def ray_start_arguments(spec: NodeBootSpec) -> list[str]:
 def render_cloud_config(spec: NodeBootSpec) -> str:
     """The `#cloud-config` document, before compression."""
     role = "head" if spec.is_head else "worker"
-    credential_units = ["ray-node", "ray-head-agent"] if spec.is_head else ["ray-node"]
+    credential_units = ["ray-node", "ray-preempt-watch", *(["ray-head-agent"] if spec.is_head else [])]
     values = {
         "cluster_name": spec.cluster_name,
         "instance_id": spec.instance_id,
@@ -123,6 +133,9 @@ def render_cloud_config(spec: NodeBootSpec) -> str:
         "agent_port": str(network.HEAD_AGENT_PORT),
         "control_plane_url": shlex.quote(spec.control_plane_url),
         "boot_phase_url": boot_phase_url(spec),
+        "head_agent_url": head_agent_url(spec),
+        "scheduled_events_url": AZURE_SCHEDULED_EVENTS_URL,
+        "vm_name": vm_name_of(spec),
         "credential_units": " ".join(credential_units),
     }
     files: list[dict[str, str]] = [
@@ -132,24 +145,42 @@ def render_cloud_config(spec: NodeBootSpec) -> str:
         _file("/opt/ray/start-ray.sh", _render("start-ray.sh", values), "0755"),
         _file("/opt/ray/systemd-credentials.sh", _render("systemd-credentials.sh", values), "0755"),
         _file("/etc/systemd/system/ray-node.service", _render("ray-node.service", values), "0644"),
+        _file("/etc/systemd/system/ray-preempt-watch.service", _render("ray-preempt-watch.service", values), "0644"),
     ]
+    shipped = set(source_files(PREEMPT_WATCH_MODULE))
     if spec.is_head:
         files.append(_file("/opt/ray/start-head-agent.sh", _render("start-head-agent.sh", values), "0755"))
         files.append(
             _file("/etc/systemd/system/ray-head-agent.service", _render("ray-head-agent.service", values), "0644")
         )
-        for relative_path in agent_source_files():
-            files.append(_file(f"{CONTROL_DIR}/{relative_path}", (PROJECT_ROOT / relative_path).read_text(), "0644"))
+        shipped |= set(agent_source_files())
+    for relative_path in sorted(shipped):
+        files.append(_file(f"{CONTROL_DIR}/{relative_path}", (PROJECT_ROOT / relative_path).read_text(), "0644"))
     document = {"write_files": files, "runcmd": [["/opt/ray/bootstrap.sh"]]}
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False, width=1_000_000)
 
 
 def boot_phase_url(spec: NodeBootSpec) -> str:
     """Where the boot script reports its phases: the head agent, on loopback from the head, else on the head's IP."""
+    return f"{head_agent_url(spec)}/v1/boot-phase"
+
+
+def head_agent_url(spec: NodeBootSpec) -> str:
+    """The head agent as this VM reaches it: on loopback from the head, else on the head's private IP (the NSG admits
+    the agent's port from the cluster subnet)."""
     head_host = "127.0.0.1" if spec.is_head else spec.head_address.rpartition(":")[0]
     if not head_host:
         raise ValueError("a worker needs the head's GCS address")
-    return f"http://{head_host}:{network.HEAD_AGENT_PORT}/v1/boot-phase"
+    return f"http://{head_host}:{network.HEAD_AGENT_PORT}"
+
+
+def vm_name_of(spec: NodeBootSpec) -> str:
+    if spec.vm_name:
+        return spec.vm_name
+    # Imported here: vm_template imports this module.
+    from provisioning.azure.vm_template import vm_name_for
+
+    return vm_name_for(spec.cluster_name, spec.instance_id)
 
 
 def compressed_cloud_config(spec: NodeBootSpec) -> bytes:
@@ -169,7 +200,18 @@ def render_custom_data(spec: NodeBootSpec) -> str:
 
 def agent_source_files() -> list[str]:
     """The project's source files the head agent imports (transitively), relative to the project root."""
-    pending = [AGENT_MODULE]
+    return source_files(AGENT_MODULE)
+
+
+def shipped_source_files() -> list[str]:
+    """Every project source file cloud-init writes to some VM (the head's agent, every VM's preempt watch): what runs
+    on the image's Python 3.10, and what `make lint` type-checks as 3.10."""
+    return sorted(set(agent_source_files()) | set(source_files(PREEMPT_WATCH_MODULE)))
+
+
+def source_files(root_module: str) -> list[str]:
+    """The project's source files `root_module` imports (transitively, itself and its packages included)."""
+    pending = [root_module]
     seen: set[str] = set()
     files: list[str] = []
     while pending:
@@ -179,8 +221,8 @@ def agent_source_files() -> list[str]:
         seen.add(module)
         path = _module_path(module)
         if path is None:
-            if module == AGENT_MODULE:
-                raise FileNotFoundError(f"{AGENT_MODULE} is missing: the head cannot run its agent")
+            if module == root_module:
+                raise FileNotFoundError(f"{root_module} is missing: it cannot be shipped to the VMs")
             continue
         files.append(str(path.relative_to(PROJECT_ROOT)))
         parent = module.rpartition(".")[0]

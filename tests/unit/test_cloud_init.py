@@ -29,6 +29,8 @@ from provisioning.azure.cloud_init import (
     agent_source_files,
     render_cloud_config,
     render_custom_data,
+    shipped_source_files,
+    source_files,
 )
 
 SCHEMA_PATH = PROJECT_ROOT / "tests" / "data" / "cloud-init" / "schema-cloud-config-v1.json"
@@ -192,15 +194,28 @@ def test_the_head_gets_the_agent_without_the_control_planes_model() -> None:
     assert "autoscaler/shapes.py" in shipped
     assert "autoscaler/model.py" not in shipped
     files = written_files(boot_spec(is_head=True))
-    assert {path.removeprefix(cloud_init.CONTROL_DIR + "/") for path in files if "/control/" in path} == set(shipped)
+    assert {path.removeprefix(cloud_init.CONTROL_DIR + "/") for path in files if "/control/" in path} == set(
+        shipped_source_files()
+    )
+    assert set(shipped) < set(shipped_source_files())
 
 
-def test_a_worker_gets_no_agent_sources() -> None:
-    assert not [path for path in written_files(boot_spec(is_head=False)) if "/control/" in path]
+def test_a_worker_gets_the_preempt_watch_and_no_agent_sources() -> None:
+    shipped = {
+        path.removeprefix(cloud_init.CONTROL_DIR + "/")
+        for path in written_files(boot_spec(is_head=False))
+        if "/control/" in path
+    }
+    assert shipped == set(source_files(cloud_init.PREEMPT_WATCH_MODULE))
+    assert shipped == {
+        "provisioning/__init__.py",
+        "provisioning/head/__init__.py",
+        "provisioning/head/preempt_watch.py",
+    }
 
 
 def test_shipped_modules_import_only_the_standard_library_and_each_other() -> None:
-    shipped = agent_source_files()
+    shipped = shipped_source_files()
     shipped_modules = {path.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for path in shipped}
     outside: list[str] = []
     for path in shipped:
@@ -253,6 +268,34 @@ def test_units_use_no_specifier_that_systemd_247_lacks(is_head: bool) -> None:
     for path, text in units.items():
         assert "%d" not in text, path
         assert "LoadCredential=cluster-token:/etc/ray/cluster-token" in text, path
+
+
+@pytest.mark.parametrize(
+    ("is_head", "agent_url"),
+    [(True, "http://127.0.0.1:8270"), (False, "http://10.100.0.4:8270")],
+    ids=["head", "worker"],
+)
+def test_every_vm_runs_the_preempt_watch_on_azures_scheduled_events_naming_its_vm(
+    is_head: bool, agent_url: str
+) -> None:
+    spec = boot_spec(is_head=is_head)
+    files = written_files(spec)
+    unit = files["/etc/systemd/system/ray-preempt-watch.service"]
+    [exec_start] = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    vm_name = "ray-demo-head0001" if is_head else "ray-demo-worker0001"
+    assert exec_start == (
+        "ExecStart=/usr/bin/python3 -m provisioning.head.preempt_watch"
+        ' --scheduled-events-url "http://169.254.169.254/metadata/scheduledevents?api-version=2020-07-01"'
+        f" --vm-name {vm_name} --instance-id {spec.instance_id} --agent-url {agent_url}"
+    )
+    assert "User=ubuntu" in unit
+    assert "systemctl enable --now ray-preempt-watch.service" in files["/opt/ray/bootstrap.sh"]
+    assert TOKEN not in unit
+
+
+def test_a_given_vm_name_is_what_the_watch_looks_for() -> None:
+    unit = written_files(boot_spec(is_head=False, vm_name="pool_3"))["/etc/systemd/system/ray-preempt-watch.service"]
+    assert " --vm-name pool_3 " in unit
 
 
 def test_boot_phases_go_to_the_head_agent_on_the_heads_private_ip() -> None:
@@ -318,7 +361,7 @@ def test_systemd_247_and_later_get_no_credentials_drop_in(
 
 @pytest.mark.parametrize(
     ("is_head", "expected_units"),
-    [(True, ["ray-head-agent", "ray-node"]), (False, ["ray-node"])],
+    [(True, ["ray-head-agent", "ray-node", "ray-preempt-watch"]), (False, ["ray-node", "ray-preempt-watch"])],
     ids=["head", "worker"],
 )
 def test_systemd_245_gets_a_drop_in_that_copies_the_token_for_each_unit(
@@ -342,7 +385,7 @@ def test_a_systemd_version_that_cannot_be_read_gets_the_drop_in(
 ) -> None:
     unit_dir = tmp_path / "units"
     run_systemd_credentials(rendered(False), "", unit_dir)
-    assert [path.name for path in unit_dir.iterdir()] == ["ray-node.service.d"]
+    assert sorted(path.name for path in unit_dir.iterdir()) == ["ray-node.service.d", "ray-preempt-watch.service.d"]
 
 
 @pytest.mark.parametrize("credentials_directory", ["/run/credentials/ray-node.service", "/run/ray-node-credentials"])

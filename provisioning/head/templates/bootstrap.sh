@@ -65,6 +65,8 @@ boot_step="starting Ray"
 systemctl daemon-reload
 systemctl enable --now ray-node.service
 $enable_agent
+# Spot eviction notices drain the node (Azure Scheduled Events -> head agent -> Ray).
+systemctl enable --now ray-preempt-watch.service
 if [ "$$NODE_ROLE" = head ]; then
   # The agent was started just now: give it a few seconds to listen.
   BOOT_PHASE_RETRIES=10 report_boot_phase ray_started "ray-node.service started"
