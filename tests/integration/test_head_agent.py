@@ -489,6 +489,91 @@ def test_idle_drain_of_an_idle_node_is_accepted_and_its_death_wakes_the_control_
     assert "nodes died" in wake_ups[0].body["reason"]
 
 
+def post_preempt(agent: AgentProcess, body: dict[str, Any], token: str = TOKEN) -> requests.Response:
+    return requests.post(f"{agent.url}/v1/preempt", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+@pytest.mark.ray
+def test_a_preemption_notice_drains_a_busy_node_with_its_deadline_and_wakes_the_control_plane_at_once(
+    ray_cluster: RayCluster, agent: AgentProcess, reader: HttpRayStateReader, wake_receiver: WakeUpReceiver
+) -> None:
+    import ray
+
+    ray_cluster.cluster.add_node(
+        num_cpus=0, resources={"preempt_me": 1}, env_vars={"RAY_CLOUD_INSTANCE_ID": "instance-preempted"}
+    )
+
+    @ray.remote(num_cpus=0, resources={"preempt_me": 1})
+    def keeps_the_node_busy() -> None:
+        time.sleep(120)
+
+    busy = keeps_the_node_busy.remote()
+    try:
+
+        def busy_node(state: RayState) -> bool:
+            node = node_with_instance(state, "instance-preempted")
+            return node is not None and node.status == RayNodeStatus.RUNNING
+
+        read_state_when(reader, agent, busy_node, "the new node busy")
+        # A wake-up just went out (the new node's demand): the notice must not wait out the debounce window.
+        time.sleep(WAKE_DEBOUNCE_S + 2 * POLL_INTERVAL_S)
+        wake_receiver.clear()
+        not_before = datetime.fromtimestamp(int(time.time()) + 30, tz=UTC)
+        body = {"instance_id": "instance-preempted", "event_id": "E-7", "not_before": not_before.isoformat()}
+        noticed_at = time.monotonic()
+        answer = post_preempt(agent, body)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["accepted"] is True
+        assert answer.json()["left_ray"] is False
+
+        def preempted(state: RayState) -> bool:
+            node = node_with_instance(state, "instance-preempted")
+            # Ray never refuses a preemption drain, busy or not; its node status says so a moment after the drain.
+            return node is not None and node.preempt_deadline is not None and node.status == RayNodeStatus.DRAINING
+
+        state = read_state_when(reader, agent, preempted, "the node draining with its preempt deadline")
+        node = node_with_instance(state, "instance-preempted")
+        assert node is not None
+        assert node.preempt_deadline == not_before
+        wake_up = wait_for(
+            lambda: [w for w in wake_receiver.snapshot() if "instance-preempted" in w.body["reason"]],
+            timeout_s=5,
+            what="a wake-up naming the preempted instance",
+        )[0]
+        assert "nodes preempted" in wake_up.body["reason"]
+        assert wake_up.received_at - noticed_at < 1.0 + POLL_INTERVAL_S
+
+        # The watch asks again every poll: nothing changes, and the node is still in Ray while its task runs.
+        again = post_preempt(agent, body).json()
+        assert (again["accepted"], again["left_ray"]) == (True, False)
+    finally:
+        ray.cancel(busy, force=True)
+
+    # Idle now, the drained node ends itself: the instance has left Ray, which the watch waits for to acknowledge.
+    wait_for(lambda: post_preempt(agent, body).json()["left_ray"], timeout_s=30, what="the drained node to leave")
+    state = reader.read_state(agent.url, TOKEN)
+    gone = node_with_instance(state, "instance-preempted")
+    assert gone is None or (gone.status == RayNodeStatus.DEAD and gone.preempt_deadline is None)
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(
+    ("body", "token", "status", "failing_field"),
+    [
+        ({"instance_id": "i", "not_before": "2026-11-30T12:00:30+00:00"}, "wrong", 403, "Authorization"),
+        ({"instance_id": "a b", "not_before": "2026-11-30T12:00:30+00:00"}, TOKEN, 400, "instance_id"),
+        ({"instance_id": "i", "not_before": "Mon, 30 Nov 2026 12:00:30 GMT"}, TOKEN, 400, "not_before"),
+    ],
+)
+def test_a_preemption_notice_needs_the_token_and_a_valid_body(
+    agent: AgentProcess, body: dict[str, Any], token: str, status: int, failing_field: str
+) -> None:
+    answer = post_preempt(agent, body, token)
+    assert answer.status_code == status
+    assert answer.headers["Content-Type"] == "application/problem+json"
+    assert answer.json()["field"] == failing_field
+
+
 @pytest.mark.ray
 def test_demand_wakes_the_control_plane_at_once_then_debounced(
     agent: AgentProcess, reader: HttpRayStateReader, wake_receiver: WakeUpReceiver

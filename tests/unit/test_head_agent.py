@@ -3,7 +3,12 @@ boot phases it keeps."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,7 +16,8 @@ from autoscaler.model import GangStrategy
 from provisioning.head.agent import ConfigError, enable_ray_token_auth, parse_config
 from provisioning.head.agent_boot import MAX_DETAIL_CHARS, BootPhaseBook, BootPhaseRefusedError, checked_report
 from provisioning.head.agent_gcs import gang_strategy, is_ray_node_id
-from provisioning.head.agent_wakeup import DemandSummary, describe_change, reconcile_url, summarize
+from provisioning.head.agent_preempt import PreemptNotice, PreemptRefusedError, checked_notice, handle_notice
+from provisioning.head.agent_wakeup import DemandSummary, DemandWatcher, describe_change, reconcile_url, summarize
 
 CPU1 = (("CPU", 1.0),)
 GPU1 = (("GPU", 1.0),)
@@ -69,6 +75,18 @@ NODE_A = "a" * 56
             DemandSummary(pending_bundles=1, shapes=frozenset({CPU1})),
             "pending bundles grew from 0 to 1; new shapes {CPU: 1}",
             id="reasons-joined",
+        ),
+        pytest.param(
+            DemandSummary(),
+            DemandSummary(preempted_nodes={NODE_A: ("instance-7", "2026-11-30T12:00:30.000+00:00")}),
+            "nodes preempted: aaaaaaaaaaaa (instance-7) by 2026-11-30T12:00:30.000+00:00",
+            id="node-preempted",
+        ),
+        pytest.param(
+            DemandSummary(preempted_nodes={NODE_A: ("instance-7", "2026-11-30T12:00:30.000+00:00")}),
+            DemandSummary(preempted_nodes={NODE_A: ("instance-7", "2026-11-30T12:00:30.000+00:00")}),
+            None,
+            id="node-still-preempted",
         ),
     ],
 )
@@ -235,3 +253,154 @@ def test_jobs_running_is_none_when_the_gcs_cannot_be_read() -> None:
 
     gcs = RayGcs("127.0.0.1:1", "c")  # never connected
     assert gcs.jobs_running() is None
+
+
+# --------------------------------------------------------------------------------------------
+# Preemption notices (POST /v1/preempt) and the wake-up they cause
+# --------------------------------------------------------------------------------------------
+
+NODE_B = "b" * 56
+DEADLINE = datetime(2026, 11, 30, 12, 0, 30, tzinfo=UTC)
+DEADLINE_MS = 1_796_040_030_000
+
+
+def test_a_notice_reads_its_iso_deadline_with_offset_or_z() -> None:
+    body = {"instance_id": "worker0001", "event_id": "E-1", "not_before": "2026-11-30T12:00:30+00:00"}
+    assert checked_notice(body) == PreemptNotice("worker0001", "E-1", DEADLINE)
+    assert checked_notice({**body, "not_before": "2026-11-30T12:00:30Z"}).deadline == DEADLINE
+    assert checked_notice({**body, "not_before": "2026-11-30T13:00:30+01:00"}).deadline_ms == DEADLINE_MS
+
+
+@pytest.mark.parametrize(
+    ("changes", "failing_field"),
+    [
+        ({"instance_id": ""}, "instance_id"),
+        ({"instance_id": "a/b"}, "instance_id"),
+        ({"instance_id": 7}, "instance_id"),
+        ({"event_id": 7}, "event_id"),
+        ({"event_id": "x" * 129}, "event_id"),
+        ({"event_id": "line\nbreak"}, "event_id"),
+        ({"not_before": None}, "not_before"),
+        ({"not_before": "Mon, 30 Nov 2026 12:00:30 GMT"}, "not_before"),  # RFC 1123 is the watch's to convert
+        ({"not_before": "2026-11-30T12:00:30"}, "not_before"),  # no offset: ambiguous
+    ],
+)
+def test_a_notice_that_does_not_fit_is_refused_naming_the_field(changes: dict[str, object], failing_field: str) -> None:
+    body = {"instance_id": "worker0001", "event_id": "E-1", "not_before": "2026-11-30T12:00:30+00:00", **changes}
+    with pytest.raises(PreemptRefusedError) as refused:
+        checked_notice(body)
+    assert refused.value.field_name == failing_field
+
+
+@dataclass
+class FakeRayGcs:
+    """Ray as agent_preempt sees it: the nodes of /v1/state and DrainNode."""
+
+    nodes: list[dict[str, Any]]
+    drains: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def read_state_payload(self) -> dict[str, object]:
+        return {"nodes": self.nodes}
+
+    def drain(self, ray_node_id: str, reason: str, message: str, deadline_ms: int = 0) -> tuple[bool, str]:
+        self.drains.append((ray_node_id, reason, deadline_ms))
+        return True, ""
+
+
+def ray_node(ray_node_id: str, instance_id: str, status: str = "running", **extra: object) -> dict[str, Any]:
+    return {"ray_node_id": ray_node_id, "instance_id": instance_id, "status": status, **extra}
+
+
+NOTICE = PreemptNotice("worker0001", "E-1", DEADLINE)
+
+
+def test_a_notice_drains_the_instances_node_for_preemption_with_the_deadline() -> None:
+    gcs = FakeRayGcs([ray_node(NODE_A, "worker0001"), ray_node(NODE_B, "worker0002")])
+    answer = handle_notice(gcs, NOTICE)
+    assert gcs.drains == [(NODE_A, "preemption", DEADLINE_MS)]
+    assert answer == {
+        "instance_id": "worker0001",
+        "ray_node_id": NODE_A,
+        "accepted": True,
+        "rejection_reason": "",
+        "left_ray": False,
+        "preempt_deadline": "2026-11-30T12:00:30+00:00",
+    }
+
+
+def test_a_repeated_notice_does_not_drain_again() -> None:
+    gcs = FakeRayGcs([ray_node(NODE_A, "worker0001", "draining", preempt_deadline="2026-11-30T12:00:30.000+00:00")])
+    answer = handle_notice(gcs, NOTICE)
+    assert (gcs.drains, answer["accepted"], answer["left_ray"]) == ([], True, False)
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        pytest.param([ray_node(NODE_A, "worker0001", "dead")], id="drained-and-gone"),
+        pytest.param([], id="never-joined"),
+        pytest.param([ray_node(NODE_B, "worker0002")], id="other-instances-only"),
+    ],
+)
+def test_an_instance_without_a_live_node_has_left_ray(nodes: list[dict[str, Any]]) -> None:
+    gcs = FakeRayGcs(nodes)
+    answer = handle_notice(gcs, NOTICE)
+    assert (gcs.drains, answer["left_ray"], answer["accepted"]) == ([], True, False)
+
+
+def payload_with(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"pending": [], "gangs": [], "constraints": [], "nodes": nodes}
+
+
+def test_summarize_counts_live_preempted_nodes_only() -> None:
+    summary = summarize(
+        payload_with(
+            [
+                ray_node(NODE_A, "worker0001", "draining", preempt_deadline="2026-11-30T12:00:30.000+00:00"),
+                ray_node(NODE_B, "worker0002", "draining"),  # an idle drain: no deadline
+            ]
+        )
+    )
+    assert summary.preempted_nodes == {NODE_A: ("worker0001", "2026-11-30T12:00:30.000+00:00")}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_preempted_node_wakes_the_control_plane_at_once_inside_the_debounce_window() -> None:
+    payloads = [
+        payload_with([ray_node(NODE_A, "worker0001"), ray_node(NODE_B, "worker0002", "dead")]),
+        payload_with(
+            [
+                ray_node(NODE_A, "worker0001", "draining", preempt_deadline="2026-11-30T12:00:30.000+00:00"),
+                ray_node(NODE_B, "worker0002", "dead"),
+            ]
+        ),
+    ]
+    sent: list[str] = []
+    stop = threading.Event()
+    clock = FakeClock()
+
+    def read_payload() -> Mapping[str, Any]:
+        return payloads.pop(0) if len(payloads) > 1 else payloads[0]
+
+    def send(reason: str) -> None:
+        sent.append(reason)
+        if len(sent) == 2:
+            stop.set()
+
+    # The clock stands still: every poll is inside the 60 s debounce window of the first wake-up.
+    watcher = DemandWatcher(read_payload, send, poll_interval_s=0.001, debounce_s=60.0, clock=clock)
+    thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    thread.start()
+    thread.join(5.0)
+    stop.set()
+    assert sent == [
+        "nodes died: bbbbbbbbbbbb (worker0002)",  # the first change goes at once: nothing was sent before
+        "nodes preempted: aaaaaaaaaaaa (worker0001) by 2026-11-30T12:00:30.000+00:00",
+    ]
