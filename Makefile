@@ -63,10 +63,11 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
-# What cloud-init ships to a VM runs on the image's python3 (3.10 on Ubuntu 22.04): it is type-checked as 3.10 too.
+# What cloud-init ships to a VM (the head agent, every VM's preempt watch) runs on the image's python3 (3.10 on Ubuntu
+# 22.04): it is type-checked as 3.10 too.
 types: install
 	$(VENV)/bin/mypy .
-	$(VENV)/bin/mypy --python-version 3.10 $$($(PY) -c 'from provisioning.azure.cloud_init import agent_source_files as f; print(*f())')
+	$(VENV)/bin/mypy --python-version 3.10 $$($(PY) -c 'from provisioning.azure.cloud_init import shipped_source_files as f; print(*f())')
 
 unit: install
 	$(PYTEST) tests/unit -q
