@@ -26,12 +26,14 @@ ALLOWED: dict[S, dict[S, str]] = {
     S.QUEUED: {
         S.REQUESTED: "the launch call was accepted by the cloud",
         S.ALLOCATION_FAILED: "the launch call failed (capacity, quota, invalid request)",
-        S.TERMINATED: "the launch was cancelled before it was issued (cluster deleted)",
+        S.TERMINATED: "the launch was cancelled before it was issued (cluster deleted), or a scale-set VM it may have "
+        "created was bound to it (the VM's own record carries on)",
     },
     S.REQUESTED: {
         S.ALLOCATED: "the cloud lists the instance",
         S.ALLOCATION_FAILED: "the cloud never listed it within the request timeout, or reported a failure",
         S.TERMINATING: "the cluster is being deleted while the launch is in flight",
+        S.TERMINATED: "a scale-set VM was bound to this launch: the VM's own record (keyed by its name) carries on",
     },
     S.ALLOCATED: {
         S.RAY_RUNNING: "a Ray node with this instance id registered with the head",
@@ -40,13 +42,14 @@ ALLOWED: dict[S, dict[S, str]] = {
         S.TERMINATED: "the instance vanished from the cloud (spot eviction, manual deletion)",
     },
     S.RAY_RUNNING: {
-        S.DRAINING: "idle past its timeout; Ray is asked to drain it first",
+        S.DRAINING: "idle past its timeout, Ray is asked to drain it first; or its VM got a spot preemption notice",
         S.TERMINATING: "terminated without drain (cluster deleted, Ray node dead, outdated)",
         S.TERMINATED: "the instance vanished from the cloud (spot eviction, manual deletion)",
     },
     S.DRAINING: {
         S.TERMINATING: "Ray accepted the drain",
         S.RAY_RUNNING: "Ray refused the drain (the node became busy): keep it",
+        # A preempted node is not kept: Azure stops it at the notice's deadline whatever Ray says.
         S.TERMINATED: "the instance vanished from the cloud while draining",
     },
     S.TERMINATING: {

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from autoscaler import lifecycle
+from autoscaler import lifecycle, offerings
 from autoscaler.config import ClusterConfig, ConfigError
 from autoscaler.model import (
     CloudInstance,
@@ -38,12 +38,12 @@ from autoscaler.model import (
     InstanceStatus,
     LabelSelector,
     LaunchRequest,
+    RayNode,
     RayNodeStatus,
     RayState,
     ScalingPlan,
     ShapeDemand,
     Termination,
-    Unavailability,
     format_shape,
 )
 from autoscaler.planner import DEFAULT_LAUNCH_TIMEOUT_S, plan
@@ -54,6 +54,7 @@ from autoscaler.ports import (
     ConflictError,
     HeadAuthError,
     HeadUnreachableError,
+    LaunchesInBatches,
     NotFoundError,
     QuotaError,
     RayStateReader,
@@ -71,6 +72,7 @@ S = InstanceStatus
 # A running head whose VM is listed but whose agent has not answered for this long fails the cluster: a deallocated
 # (spot-evicted or stopped outside) head is still listed as running, and workers without a head only cost money.
 HEAD_UNREACHABLE_TIMEOUT_S = 600.0
+PREEMPTED_GRACE_S = 60.0  # after a preemption deadline, a node still listed is deleted (a Deallocate eviction's VM)
 HEAD_LAUNCH_ATTEMPTS = 3  # a head that fails this many times fails the cluster (with the reasons in its events)
 FINAL_RECORD_RETENTION = timedelta(minutes=30)  # terminated rows stay visible in the status for a while, then go
 BACKOFF_FIRST_S = 15.0  # one timer period: a single failure costs at most the next timer tick
@@ -343,6 +345,8 @@ def _settled(tick: _Tick) -> bool:
 
 def _sync(tick: _Tick, cloud: dict[str, CloudInstance], ray: RayState | None) -> None:  # noqa: C901,PLR0912 -- the instance state machine's sync step, one branch per observed transition, read as one table
     ray_by_instance = {node.instance_id: node for node in (ray.nodes if ray else ()) if node.instance_id}
+    _bind_pool_vms(tick, cloud)
+    _notice_preemptions(tick, cloud, ray_by_instance)
     for instance_id, record in list(tick.records.items()):
         seen = cloud.get(instance_id)
         node = ray_by_instance.get(instance_id)
@@ -370,6 +374,10 @@ def _sync(tick: _Tick, cloud: dict[str, CloudInstance], ray: RayState | None) ->
             tick.move(instance_id, S.RAY_RUNNING, f"Ray node {node.ray_node_id[:12]} registered")
         elif status == S.ALLOCATED and record.is_head and ray is not None:
             tick.move(instance_id, S.RAY_RUNNING, "the head agent answers")
+        elif status == S.DRAINING and record.preempt_deadline is not None:
+            if tick.now > record.preempt_deadline + timedelta(seconds=PREEMPTED_GRACE_S):
+                # Evicted with Deallocate, the VM stays (and keeps its disk); Azure's list shows it as before.
+                tick.move(instance_id, S.TERMINATING, "past its preemption deadline: remove what the eviction left")
         elif status == S.DRAINING and lifecycle.is_stuck(record, tick.now):
             tick.move(instance_id, S.RAY_RUNNING, "the drain was never answered: keep the node")
         elif status in (S.TERMINATING, S.TERMINATION_FAILED) and seen is None:
@@ -404,20 +412,81 @@ def _sync(tick: _Tick, cloud: dict[str, CloudInstance], ray: RayState | None) ->
             tick.terminate_now.add(instance_id)  # stopped in this tick's act step, not after the terminate timeout
 
 
+def _bind_pool_vms(tick: _Tick, cloud: dict[str, CloudInstance]) -> None:
+    """Bind each new VM of a scale-set node type to one of the type's launches (docs/decisions/scale-sets.md).
+
+    A scale set creates VMs by a capacity change, so no VM carries a launch's id: each is listed under its own name
+    (what it reports to Ray). A listed pool VM without a record takes the oldest launch of its node type that is not
+    bound yet: that launch's record ends (`terminated`, "bound to ...") and a record keyed by the VM's name carries
+    on, both written in this tick's fenced commit, so two racing ticks cannot bind one VM twice, and a VM's record
+    can never be lost to a crash (its name is its key). A VM no launch waits for is an orphan, terminated below."""
+    slots: dict[str, list[InstanceRecord]] = {}
+    for record in sorted(tick.records.values(), key=lambda r: r.created_at):
+        if record.status in (S.QUEUED, S.REQUESTED) and not record.is_head:
+            slots.setdefault(record.node_type, []).append(record)
+    for vm_name, seen in sorted(cloud.items()):
+        if not seen.pool or vm_name in tick.records or seen.state == CloudState.TERMINATING or not slots.get(seen.pool):
+            continue
+        slot = slots[seen.pool].pop(0)
+        tick.move(slot.instance_id, S.TERMINATED, f"bound to scale-set VM {vm_name}")
+        tick.records[vm_name] = InstanceRecord(
+            cluster_name=tick.cluster.name,
+            instance_id=vm_name,
+            node_type=seen.pool,
+            status=S.ALLOCATED,
+            request_id=slot.request_id,
+            status_since=tick.now,
+            created_at=slot.created_at,
+            launched_at=slot.launched_at or tick.now,
+            cloud_instance_id=seen.cloud_instance_id,
+            config_hash=slot.config_hash,
+            availability_zone=seen.availability_zone,
+            priority=seen.priority or slot.priority,
+        )
+        tick.inserted.add(vm_name)
+        tick.event("status", f"{seen.pool} scale-set VM {vm_name} bound to launch {slot.instance_id}", vm_name)
+
+
+def _notice_preemptions(tick: _Tick, cloud: dict[str, CloudInstance], ray_nodes: dict[str, RayNode]) -> None:
+    """A node whose VM got a spot preemption notice (its node agent saw Azure's Scheduled Event `Preempt` and asked
+    Ray to drain it) is leaving: it is marked draining with the deadline, stops counting as capacity or against
+    max_workers, so the planner replaces it in this very tick, and its (size, zone, spot) offering is avoided for a
+    while when another zone can take the replacement."""
+    for instance_id, record in list(tick.records.items()):
+        node = ray_nodes.get(instance_id)
+        if node is None or node.preempt_deadline is None or record.preempt_deadline is not None:
+            continue
+        if record.status not in (S.RAY_RUNNING, S.DRAINING) or record.is_head or instance_id not in cloud:
+            continue
+        deadline = node.preempt_deadline
+        tick.records[instance_id] = replace(record, preempt_deadline=deadline)
+        if record.status == S.RAY_RUNNING:
+            tick.move(instance_id, S.DRAINING, f"spot preemption notice: Azure stops it at {deadline.isoformat()}")
+        tick.event("preempted", f"{record.node_type} {instance_id}: preemption notice, deadline {deadline.isoformat()}")
+        if offerings.eviction_avoidable(tick.config) and record.node_type in tick.config.available_node_types:
+            _mark_unavailable(tick, record, "eviction", offerings.EVICTION_AVOID_S, "spot preemption notice")
+
+
 def _provisioning_failed(tick: _Tick, record: InstanceRecord, seen: CloudInstance) -> None:
     what = f"{seen.failure_kind or 'provisioning'} failure {seen.failure_code}".strip()
     tick.move(record.instance_id, S.ALLOCATION_FAILED, f"the cloud reports a {what}", error=seen.detail)
     if seen.failure_kind in ("capacity", "quota") and seen.failure_ttl_s > 0:
-        _mark_unavailable(tick, record.node_type, seen.failure_ttl_s, f"{seen.failure_kind}: {seen.failure_code}")
+        reason = f"{seen.failure_kind}: {seen.failure_code}"
+        _mark_unavailable(tick, record, seen.failure_kind, seen.failure_ttl_s, reason)
     # The failed VM still exists (and may hold a NIC and a disk): remove it.
     tick.move(record.instance_id, S.TERMINATING, "clean up the failed instance")
 
 
-def _mark_unavailable(tick: _Tick, node_type: str, ttl_s: float, reason: str) -> None:
-    until = tick.now + timedelta(seconds=ttl_s)
-    others = tuple(u for u in tick.cluster.unavailable if u.node_type != node_type)
-    tick.cluster = replace(tick.cluster, unavailable=(*others, Unavailability(node_type, until, reason)))
-    tick.event("unavailable", f"{node_type} avoided until {until.isoformat()}: {reason}")
+def _mark_unavailable(tick: _Tick, record: InstanceRecord, kind: str, ttl_s: float, reason: str) -> None:
+    """Avoid the offering `record` was launched as (its size, zone and priority; autoscaler/offerings.py)."""
+    if record.node_type not in tick.config.available_node_types:
+        return
+    unavailable, entry = offerings.record_failure(
+        tick.cluster.unavailable, tick.config, record, kind=kind, ttl_s=ttl_s, reason=reason, now=tick.now
+    )
+    tick.cluster = replace(tick.cluster, unavailable=unavailable)
+    what = offerings.describe(entry)
+    tick.event("unavailable", f"{record.node_type} avoided until {entry.until.isoformat()}: {what}", record.instance_id)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -437,7 +506,9 @@ def _decide(tick: _Tick, ray: RayState | None) -> ScalingPlan:
     head_plan = _decide_head(tick, live)
     if head_plan is not None:
         return head_plan
-    unavailable = [u for u in tick.cluster.unavailable if u.until > tick.now]
+    unavailable = offerings.unavailable_types(
+        tick.config, tick.config.worker_node_types(), offerings.in_force(tick.cluster.unavailable, tick.now)
+    )
     decided = plan(
         config=tick.config, instances=list(tick.records.values()), ray=ray, unavailable=unavailable, now=tick.now
     )
@@ -522,8 +593,17 @@ def _terminate_all(tick: _Tick, live: Sequence[InstanceRecord], why: str) -> Non
 
 def _queue(tick: _Tick, node_type: str, *, is_head: bool, reason: str = "") -> None:
     instance_id = uuid.uuid4().hex[:16]
-    zones = tick.config.provider.zones()
-    same_type = sum(1 for r in tick.records.values() if r.node_type == node_type and r.status.is_live)
+    live = [r for r in tick.records.values() if r.status.is_live]
+    placement = offerings.place(
+        tick.config, node_type, live=live, unavailable=offerings.in_force(tick.cluster.unavailable, tick.now)
+    )
+    if placement is None:
+        # Every offering is avoided, yet the planner chose the type (the head, or no other type fits): its own
+        # priority, spread over the zones as usual; a failure is recorded again.
+        zones = tick.config.provider.zones()
+        same_type = sum(1 for r in live if r.node_type == node_type)
+        zone = zones[same_type % len(zones)] if zones else ""
+        placement = offerings.Placement(zone, offerings.own_priority(tick.config, node_type), "")
     tick.records[instance_id] = InstanceRecord(
         cluster_name=tick.cluster.name,
         instance_id=instance_id,
@@ -534,11 +614,15 @@ def _queue(tick: _Tick, node_type: str, *, is_head: bool, reason: str = "") -> N
         created_at=tick.now,
         is_head=is_head,
         config_hash=tick.config.node_hash(node_type, is_head=is_head),
-        availability_zone=zones[same_type % len(zones)] if zones else "",
+        availability_zone=placement.zone,
+        priority="" if is_head else placement.priority,  # a head's priority is its node config's, never a fallback
     )
     tick.inserted.add(instance_id)
+    where = " ".join(part for part in (placement.priority, f"zone {placement.zone}" if placement.zone else "") if part)
     tick.event(
-        "launch", f"queued {'head ' if is_head else ''}{node_type}" + (f": {reason}" if reason else ""), instance_id
+        "launch",
+        f"queued {'head ' if is_head else ''}{node_type} ({where})" + (f": {reason}" if reason else ""),
+        instance_id,
     )
 
 
@@ -722,7 +806,7 @@ def _save(store: StateStore, tick: _Tick, new_cluster: ClusterRecord) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _act(  # noqa: C901 -- one branch per kind of action, in the order they must run
+def _act(
     tick: _Tick,
     *,
     provider: CloudProvider,
@@ -731,44 +815,82 @@ def _act(  # noqa: C901 -- one branch per kind of action, in the order they must
     head_cloud: CloudInstance | None,
     ray: RayState | None,
 ) -> None:
-    paused_until = tick.cluster.launches_paused_until
-    throttled = paused_until is not None and paused_until > tick.now
-    for record in sorted(tick.records.values(), key=lambda r: (not r.is_head, r.created_at)):
-        if record.status == S.QUEUED and not throttled:
-            throttled = _launch(tick, provider=provider, deps=deps, token=token, record=record, head_cloud=head_cloud)
+    _launch_queued(tick, provider=provider, deps=deps, token=token, head_cloud=head_cloud)
     for record in list(tick.records.values()):
-        if record.status == S.DRAINING and head_cloud is not None and ray is not None:
+        # A node with a preemption notice drains itself in Ray (its node agent asked, with Azure's deadline).
+        if record.status == S.DRAINING and record.preempt_deadline is None and head_cloud is not None and ray:
             _drain(tick, deps, token, record, head_cloud)
     for record in list(tick.records.values()):
         if record.status == S.TERMINATION_FAILED:
             tick.move(record.instance_id, S.TERMINATING, "retrying terminate")
-    for instance_id in sorted(tick.terminate_now):
-        if tick.records[instance_id].status == S.TERMINATING:
-            _terminate(tick, provider, tick.records[instance_id])
-    tick.terminate_now.clear()
+    _terminate_doomed(tick, provider)
     if tick.cluster.status == ClusterStatus.DELETING:
         _finish_delete(tick, provider)
     elif tick.cluster.status == ClusterStatus.STOPPING:
         _finish_stop(tick)
 
 
-def _launch(
-    tick: _Tick,
-    *,
-    provider: CloudProvider,
-    deps: ReconcileDeps,
-    token: str,
-    record: InstanceRecord,
-    head_cloud: CloudInstance | None,
-) -> bool:
-    """Issue one launch. Returns True when the cloud throttles us (stop launching this tick)."""
+def _terminate_doomed(tick: _Tick, provider: CloudProvider) -> None:
+    """Call terminate for every instance moved to terminating this tick: all at once to a provider that terminates in
+    batches (a scale set deletes the chosen VMs in one call), else one by one."""
+    doomed = [tick.records[i] for i in sorted(tick.terminate_now) if tick.records[i].status == S.TERMINATING]
+    tick.terminate_now.clear()
+    if isinstance(provider, LaunchesInBatches) and doomed:
+        outcomes = provider.terminate_many(tick.cluster.name, [record.instance_id for record in doomed])
+        for record, error in zip(doomed, outcomes, strict=True):
+            _terminated(tick, record, error)
+    else:
+        for record in doomed:
+            try:
+                provider.terminate(tick.cluster.name, record.instance_id)
+            except CloudError as error:
+                _terminated(tick, record, error)
+            else:
+                _terminated(tick, record, None)
+
+
+def _launch_queued(
+    tick: _Tick, *, provider: CloudProvider, deps: ReconcileDeps, token: str, head_cloud: CloudInstance | None
+) -> None:
+    """Issue every queued launch, the head first, oldest first: all at once to a provider that launches in batches
+    (within the cloud's write budget), else one by one until the cloud throttles."""
+    paused_until = tick.cluster.launches_paused_until
+    if paused_until is not None and paused_until > tick.now:
+        return
+    queued = sorted(
+        (r for r in tick.records.values() if r.status == S.QUEUED), key=lambda r: (not r.is_head, r.created_at)
+    )
+    launches: list[tuple[InstanceRecord, LaunchRequest]] = []
+    for record in queued:
+        request = _launch_request(tick, deps=deps, token=token, record=record, head_cloud=head_cloud)
+        if request is not None:
+            launches.append((record, request))
+    if isinstance(provider, LaunchesInBatches) and launches:
+        outcomes = provider.launch_many([request for _, request in launches])
+        for (record, _), error in zip(launches, outcomes, strict=True):
+            _launched(tick, record, error)
+        return
+    for record, request in launches:
+        try:
+            provider.launch(request)
+        except CloudError as error:
+            if _launched(tick, record, error):
+                return  # throttled: the rest stay queued until Retry-After
+        else:
+            _launched(tick, record, None)
+
+
+def _launch_request(
+    tick: _Tick, *, deps: ReconcileDeps, token: str, record: InstanceRecord, head_cloud: CloudInstance | None
+) -> LaunchRequest | None:
+    """The request for one queued record; None when it cannot be issued yet (or ever: then it failed)."""
     node_type = tick.config.available_node_types.get(record.node_type)
     if node_type is None:
         tick.move(record.instance_id, S.ALLOCATION_FAILED, f"node type {record.node_type} is not in the config")
-        return False
+        return None
     if not record.is_head and (head_cloud is None or not head_cloud.ray_address):
-        return False  # workers need the head's address; they stay queued until it is known
-    request = LaunchRequest(
+        return None  # workers need the head's address; they stay queued until it is known
+    return LaunchRequest(
         cluster_name=tick.cluster.name,
         instance_id=record.instance_id,
         request_id=record.request_id,
@@ -782,21 +904,28 @@ def _launch(
         control_plane_url=deps.control_plane_url,
         availability_zone=record.availability_zone,
         labels=dict(node_type.labels),
+        pool_target=sum(1 for r in tick.records.values() if r.node_type == record.node_type and r.status.is_live),
+        priority=record.priority,
     )
-    try:
-        provider.launch(request)
-    except ThrottledError as error:
+
+
+def _launched(tick: _Tick, record: InstanceRecord, error: CloudError | None) -> bool:
+    """Record what became of one launch. Returns True when the cloud throttles us (stop launching this tick)."""
+    if isinstance(error, ThrottledError):
         # Launches wait for the Retry-After the cloud asked for; the instance stays queued until then.
         until = tick.now + timedelta(seconds=error.retry_after_s)
-        tick.cluster = replace(tick.cluster, launches_paused_until=until)
-        tick.event("throttled", f"launch of {record.node_type} throttled: launches paused until {until.isoformat()}")
+        paused = tick.cluster.launches_paused_until
+        if paused is None or paused <= tick.now or until > paused:
+            tick.cluster = replace(tick.cluster, launches_paused_until=until)
+            message = f"launch of {record.node_type} throttled: launches paused until {until.isoformat()}"
+            tick.event("throttled", message)
         return True
-    except (CapacityError, QuotaError) as error:
+    if isinstance(error, (CapacityError, QuotaError)):
         kind = "capacity" if isinstance(error, CapacityError) else "quota"
-        _mark_unavailable(tick, record.node_type, error.ttl_s, f"{kind}: {error.code or error}")
+        _mark_unavailable(tick, record, kind, error.ttl_s, f"{kind}: {error.code or error}")
         tick.move(record.instance_id, S.ALLOCATION_FAILED, f"{kind} error {error.code}", error=str(error))
         return False
-    except CloudError as error:
+    if error is not None:
         if error.retryable and not lifecycle.is_stuck(record, tick.now):
             tick.event("launch-retry", f"launch of {record.node_type} failed, retrying next tick: {error}")
         else:
@@ -827,16 +956,14 @@ def _drain(tick: _Tick, deps: ReconcileDeps, token: str, record: InstanceRecord,
         tick.event("drain-refused", f"{record.instance_id} kept: {result.rejection_reason}", record.instance_id)
 
 
-def _terminate(tick: _Tick, provider: CloudProvider, record: InstanceRecord) -> None:
-    try:
-        provider.terminate(tick.cluster.name, record.instance_id)
-    except NotFoundError:
+def _terminated(tick: _Tick, record: InstanceRecord, error: CloudError | None) -> None:
+    """Record what became of one terminate call."""
+    if isinstance(error, NotFoundError):
         tick.move(record.instance_id, S.TERMINATED, "already gone")
-        return
-    except CloudError as error:
+    elif error is not None:
         tick.move(record.instance_id, S.TERMINATION_FAILED, "terminate failed", error=str(error))
-        return
-    tick.actions.append(f"terminate {record.node_type} {record.instance_id}")
+    else:
+        tick.actions.append(f"terminate {record.node_type} {record.instance_id}")
 
 
 def _finish_delete(tick: _Tick, provider: CloudProvider) -> None:

@@ -52,6 +52,10 @@ class NodeView(_View):
     status_since: datetime
     ray_node_id: str = ""
     availability_zone: str = ""
+    priority: str = Field("", description="spot or regular: what it was launched at ('' for a head or unknown).")
+    preempt_deadline: datetime | None = Field(
+        None, description="Set when its VM got a spot preemption notice: when Azure stops it."
+    )
     last_error: str = ""
     boot_phase: BootPhase | None = Field(
         None,
@@ -88,6 +92,10 @@ class UnavailableView(_View):
     node_type: str
     until: datetime
     reason: str
+    size: str = Field("", description="The instance size avoided ('' = the whole node type).")
+    zone: str = Field("", description="The zone avoided ('' = every zone: a quota is regional).")
+    priority: str = Field("", description="spot, regular, or '' (both).")
+    kind: str = Field("", description="What was refused: capacity, quota or eviction.")
 
 
 class ClusterSummary(_View):
@@ -155,6 +163,8 @@ class ClusterView(_View):
                     status_since=r.status_since,
                     ray_node_id=r.ray_node_id,
                     availability_zone=r.availability_zone,
+                    priority=r.priority,
+                    preempt_deadline=r.preempt_deadline,
                     last_error=r.last_error,
                     boot_phase=boot_phase,
                     boot_phase_at=boot_phase_at,
@@ -192,7 +202,16 @@ class ClusterView(_View):
             waiting=observation.get("waiting", []),
             last_decision=DecisionView(at=decision.get("at"), reasons=decision.get("reasons", [])),
             unavailable_node_types=[
-                UnavailableView(node_type=u.node_type, until=u.until, reason=u.reason) for u in record.unavailable
+                UnavailableView(
+                    node_type=u.node_type,
+                    until=u.until,
+                    reason=u.reason,
+                    size=u.size,
+                    zone=u.zone,
+                    priority=u.priority,
+                    kind=u.kind,
+                )
+                for u in record.unavailable
             ],
             ignored_fields=list(record.ignored_fields),
             events=[EventView(at=e.at, kind=e.kind, message=e.message, instance_id=e.instance_id) for e in events],

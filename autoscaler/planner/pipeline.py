@@ -122,8 +122,10 @@ def _observe(
         worker = types.get(record.node_type)
         if record.status is InstanceStatus.DRAINING:
             # Leaving, but not gone: Ray refuses to drain a node that got busy again, and an unanswered drain is
-            # given up; either way the node stays. It offers no capacity, yet counts against max_workers.
-            if worker is not None:
+            # given up; either way the node stays. It offers no capacity, yet counts against max_workers. A node
+            # with a preemption notice is gone by its deadline whatever Ray says: it does not count, so that its
+            # replacement is launched now rather than after the eviction (a bounded overlap of ~30 s).
+            if worker is not None and record.preempt_deadline is None:
                 cluster.counts[worker.name] += 1
             continue
         if record.status in LAUNCHING and worker is not None:
