@@ -503,7 +503,7 @@ def test_a_preemption_notice_drains_a_busy_node_with_its_deadline_and_wakes_the_
         num_cpus=0, resources={"preempt_me": 1}, env_vars={"RAY_CLOUD_INSTANCE_ID": "instance-preempted"}
     )
 
-    @ray.remote(num_cpus=0, resources={"preempt_me": 1})
+    @ray.remote(num_cpus=0, resources={"preempt_me": 1}, max_retries=0)  # cancelled below: never to be retried
     def keeps_the_node_busy() -> None:
         time.sleep(120)
 
@@ -554,6 +554,7 @@ def test_a_preemption_notice_drains_a_busy_node_with_its_deadline_and_wakes_the_
     state = reader.read_state(agent.url, TOKEN)
     gone = node_with_instance(state, "instance-preempted")
     assert gone is None or (gone.status == RayNodeStatus.DEAD and gone.preempt_deadline is None)
+    read_state_when(reader, agent, has_no_demand, "no demand left behind")
 
 
 @pytest.mark.ray
