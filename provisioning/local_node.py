@@ -122,7 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             acknowledged = scheduled_events.acknowledged.is_set()
             print(f"evicted ({'event acknowledged' if acknowledged else 'NotBefore passed'})", flush=True)
             _vanish()
-        stopped_because = _why_the_node_stops(node, agent, record_path)
+        # A VM given notice stays up until it is evicted, whatever Ray does meanwhile (a drained node ends its raylet
+        # once idle): the watch must still acknowledge the event.
+        given_notice = scheduled_events.notice() is not None
+        stopped_because = _why_the_node_stops(node, agent if not given_notice else None, record_path, given_notice)
         if stopped_because:
             print(stopped_because, flush=True)
             break
@@ -132,12 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _why_the_node_stops(
-    node: ray._private.node.Node, agent: subprocess.Popen[bytes] | None, record_path: Path
+    node: ray._private.node.Node, agent: subprocess.Popen[bytes] | None, record_path: Path, given_notice: bool
 ) -> str | None:
     dead = [
         process_type
         for process_type, _ in node.dead_processes()  # type: ignore[no-untyped-call]
-        if process_type in VITAL_PROCESS_TYPES
+        if process_type in VITAL_PROCESS_TYPES and not given_notice
     ]
     agent_exit_code = agent.poll() if agent is not None else None
     if dead or agent_exit_code is not None:

@@ -1,6 +1,6 @@
 """LocalCloudProvider against real Ray nodes on 127.0.0.1.
 
-One cluster (a head with CPU 0 and three workers) is started once for the module and shared: every Ray node
+One cluster (a head with CPU 0 and five workers) is started once for the module and shared: every Ray node
 costs seconds on a small machine. The tests that change it (terminate, evict, destroy) come last, in file order.
 The provider contract checks run on a provider whose launch delay outlasts each check, so they exercise the
 bookkeeping (list, idempotent launch, terminate) without starting Ray at all.
@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ WORKER_ID = "worker-0001"
 TERMINATED_WORKER_ID = "worker-0002"
 EVICTED_WORKER_ID = "worker-0003"
 CRASHED_WORKER_ID = "worker-0004"
+PREEMPTED_WORKER_ID = "worker-0005"
 START_TIMEOUT_S = 90.0
 
 
@@ -191,8 +193,8 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
     try:
         provider.launch(launch_request(HEAD_ID, is_head=True, resources={"CPU": 0}))
         (head,) = wait_until_running(provider, CLUSTER, HEAD_ID)
-        worker_ids = (WORKER_ID, TERMINATED_WORKER_ID, EVICTED_WORKER_ID, CRASHED_WORKER_ID)
-        for instance_id, cpus in zip(worker_ids, (2, 1, 1, 1), strict=True):
+        worker_ids = (WORKER_ID, TERMINATED_WORKER_ID, EVICTED_WORKER_ID, CRASHED_WORKER_ID, PREEMPTED_WORKER_ID)
+        for instance_id, cpus in zip(worker_ids, (2, 1, 1, 1, 0), strict=True):
             labels = WORKER_LABELS if instance_id == WORKER_ID else None
             provider.launch(
                 launch_request(instance_id, head_address=head.ray_address, resources={"CPU": cpus}, labels=labels)
@@ -480,7 +482,7 @@ def test_workers_started_at_once_each_have_their_own_raylet_and_object_store_soc
             for kind, path in socket_arguments.findall(command_line):
                 sockets_by_kind[kind].append(path)
     for paths in sockets_by_kind.values():
-        assert len(paths) == 5  # the head and four workers
+        assert len(paths) == 6  # the head and five workers
         assert len(set(paths)) == len(paths)
 
 
@@ -536,7 +538,7 @@ def ancestors(pid: int) -> set[int]:
 def test_a_new_provider_on_the_same_data_dir_lists_the_same_instances(local_cluster: LocalCluster) -> None:
     restarted = LocalCloudProvider(local_cluster.data_dir)
     assert restarted.list_instances(CLUSTER) == local_cluster.provider.list_instances(CLUSTER)
-    assert len(restarted.list_instances(CLUSTER)) == 5
+    assert len(restarted.list_instances(CLUSTER)) == 6
 
 
 @pytest.mark.ray
@@ -605,6 +607,45 @@ def test_evicted_instance_dies_at_once_and_vanishes_from_the_list(local_cluster:
     assert listed[HEAD_ID] is CloudState.RUNNING
     assert listed[WORKER_ID] is CloudState.RUNNING
     assert LocalCloudProvider(local_cluster.data_dir).list_instances(CLUSTER) == provider.list_instances(CLUSTER)
+
+
+def test_evicting_with_a_notice_refuses_a_bad_notice_period(tmp_path: Path) -> None:
+    provider = LocalCloudProvider(tmp_path, launch_delay_s=60.0)
+    provider.launch(launch_request("worker-9", head_address="127.0.0.1:1"))
+    try:
+        for notice_s in (-1.0, float("nan"), 7200.0):
+            with pytest.raises(InvalidRequestError, match="notice_s"):
+                provider.evict(CLUSTER, "worker-9", notice_s=notice_s)
+    finally:
+        provider.terminate(CLUSTER, "worker-9")
+
+
+@pytest.mark.ray
+def test_an_idle_worker_given_notice_is_drained_acknowledges_and_is_evicted_before_not_before(
+    local_cluster: LocalCluster,
+) -> None:
+    provider = local_cluster.provider
+    group = local_cluster.pids_by_instance[PREEMPTED_WORKER_ID]
+    other_pids = set(cluster_processes(local_cluster.data_dir, CLUSTER)) - group_members(group)
+
+    notice = provider.evict(CLUSTER, PREEMPTED_WORKER_ID, notice_s=60.0)
+    assert notice is not None
+    assert provider.evict(CLUSTER, PREEMPTED_WORKER_ID, notice_s=5.0) == notice  # one notice per VM
+
+    # Its preempt watch reads the notice, the head agent drains the idle node (Ray ends it at once), the watch
+    # acknowledges the event, and the VM goes then: long before NotBefore.
+    eventually(
+        lambda: provider.list_instances(CLUSTER),
+        lambda instances: PREEMPTED_WORKER_ID not in {instance.instance_id for instance in instances},
+        timeout_s=30.0,
+    )
+    assert datetime.now(UTC) < notice.not_before - timedelta(seconds=20)
+    assert group_members(group) == set()
+    assert other_pids <= set(cluster_processes(local_cluster.data_dir, CLUSTER))
+    log = (local_cluster.data_dir / "clusters" / CLUSTER / "logs" / f"{PREEMPTED_WORKER_ID}.log").read_text()
+    assert "acknowledged preemption" in log
+    assert "(the node has left Ray)" in log
+    assert "evicted (event acknowledged)" in log
 
 
 @pytest.mark.ray
