@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 from autoscaler.config import ClusterConfig
 from autoscaler.model import Shape, shape_of
-from autoscaler.planner.prices import priced_by
-from autoscaler.plugins import prices_for
+from autoscaler.planner.prices import cloud_prices, priced_by
 from autoscaler.ports import NodePrices
 
 DEFAULT_LAUNCH_TIMEOUT_S = 600.0
@@ -62,7 +61,7 @@ class PlannerConfig:
     def from_cluster_config(cls, config: ClusterConfig, *, prices: NodePrices | None = None) -> PlannerConfig:
         """`prices` is the cloud's price hook for node types without `cost` (by default that of the plugin of the
         config's `provider.type`); a type it cannot price is priced by its resources."""
-        price_of = priced_by(prices if prices is not None else prices_for(config.provider.type))
+        price_of = priced_by(cloud_prices(config.provider, prices))
         workers = []
         for name, node_type in config.worker_node_types().items():
             cost, basis = price_of(node_type)
