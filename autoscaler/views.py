@@ -6,6 +6,7 @@ cannot drift from what the handlers return.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -202,15 +203,7 @@ class ClusterView(_View):
             waiting=observation.get("waiting", []),
             last_decision=DecisionView(at=decision.get("at"), reasons=decision.get("reasons", [])),
             unavailable_node_types=[
-                UnavailableView(
-                    node_type=u.node_type,
-                    until=u.until,
-                    reason=u.reason,
-                    size=u.size,
-                    zone=u.zone,
-                    priority=u.priority,
-                    kind=u.kind,
-                )
+                UnavailableView(**{f.name: getattr(u, f.name) for f in dataclasses.fields(u)})
                 for u in record.unavailable
             ],
             ignored_fields=list(record.ignored_fields),
