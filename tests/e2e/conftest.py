@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.e2e.chaos import private_work_dir
 
 # Ray must not try to reach anything beyond loopback (usage stats are sent to an outside server otherwise).
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -22,3 +26,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for item in items:
             if "tests/e2e/" in str(item.path):
                 item.add_marker(skip)
+
+
+@pytest.fixture
+def work_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A folder of this test only (see `private_work_dir`); a module with a wider-scoped `work_dir` overrides it."""
+    with private_work_dir(request) as folder:
+        yield folder

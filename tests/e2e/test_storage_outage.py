@@ -15,7 +15,6 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from provisioning.local import LocalCloudProvider, cluster_processes
 from tests.e2e.chaos import (
     check_one_node_per_instance_and_no_orphan,
     live_workers,
-    private_work_dir,
     processes_by_instance,
     running_workers,
     start_driver,
@@ -37,12 +35,6 @@ from tests.e2e.support import FINAL_STATUSES, describe
 from tests.support.azurite import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-@pytest.fixture
-def work_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
-    with private_work_dir(request) as folder:
-        yield folder
 
 
 NAME = "e2e-outage"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from autoscaler.model import CloudInstance, CloudState, LaunchRequest, RayNode, RayNodeStatus, RayState
 from autoscaler.ray_state import DrainResult, HeadUnreachableError
-from provisioning.cloud import CloudError, DestroyReport
+from provisioning.cloud import CloudError, CloudProvider, DestroyReport
 
 
 @dataclass
@@ -115,3 +115,25 @@ class FakeRayReader:
         )
         others = tuple(n for n in self.state.nodes if n.instance_id != instance_id)
         self.state = replace(self.state, nodes=(*others, node))
+
+
+@dataclass
+class ContractHarness:
+    """An in-memory provider as the provider contract checks (tests/support/provider_contract.py) drive it."""
+
+    provider: CloudProvider
+    cluster_name: str = "contract"
+    settle_timeout_s: float = 0.0  # in-memory providers settle at once
+
+    def launch_request(self, *, instance_id: str, request_id: str) -> LaunchRequest:
+        return LaunchRequest(
+            cluster_name=self.cluster_name,
+            instance_id=instance_id,
+            request_id=request_id,
+            node_type="head",
+            is_head=True,
+            resources={"CPU": 1},
+            node_config={},
+            cluster_token="token",
+            config_hash="hash",
+        )

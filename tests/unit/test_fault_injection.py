@@ -18,7 +18,8 @@ from autoscaler.reconcile import ReconcileDeps
 from autoscaler.service import Service
 from autoscaler.state import InMemoryStateStore
 from autoscaler.views import ReconcileMessage
-from provisioning.cloud import CloudProvider, ThrottledError, TransientError
+from provisioning.cloud import ThrottledError, TransientError
+from tests.support.fakes import ContractHarness
 from tests.support.fault_injection import (
     AsyncFailure,
     FaultInjector,
@@ -51,29 +52,9 @@ def request(instance_id: str, *, cluster: str = "c", head: bool = False, cpus: f
     )
 
 
-@dataclass
-class SimHarness:
-    provider: CloudProvider
-    cluster_name: str = "contract"
-    settle_timeout_s: float = 0.0
-
-    def launch_request(self, *, instance_id: str, request_id: str) -> LaunchRequest:
-        return LaunchRequest(
-            cluster_name=self.cluster_name,
-            instance_id=instance_id,
-            request_id=request_id,
-            node_type="head",
-            is_head=True,
-            resources={"CPU": 1},
-            node_config={},
-            cluster_token="token",
-            config_hash="hash",
-        )
-
-
 @pytest.mark.parametrize("check", CONTRACT_CHECKS, ids=lambda check: check.__name__)
 def test_the_simulated_cloud_keeps_the_provider_contract(check: Callable[[ProviderHarness], None]):
-    check(SimHarness(SimCloud(SimClock(NOW))))
+    check(ContractHarness(SimCloud(SimClock(NOW))))
 
 
 @pytest.mark.parametrize("check", CONTRACT_CHECKS, ids=lambda check: check.__name__)
@@ -81,7 +62,7 @@ def test_the_faulty_provider_with_nothing_planned_keeps_the_provider_contract(
     check: Callable[[ProviderHarness], None],
 ):
     clock = SimClock(NOW)
-    check(SimHarness(FaultyCloudProvider(SimCloud(clock), FaultInjector(clock))))
+    check(ContractHarness(FaultyCloudProvider(SimCloud(clock), FaultInjector(clock))))
 
 
 # -- the simulated cloud -----------------------------------------------------------------------------------------------
