@@ -1,11 +1,12 @@
 """The simulated cluster: one Azure cluster config for every trace, its prices, and the luck of each VM.
 
 The config is a Ray cluster YAML for Azure, parsed by our own parser (`autoscaler.config`), so both policies read
-the same `max_workers`, `upscaling_speed`, `idle_timeout_minutes` and node types. No node type sets `cost`: each
-is priced by the Azure plugin's price classes (provisioning/azure/plugin.py `azure_node_price`: pay-as-you-go
+the same `max_workers`, `upscaling_speed`, `idle_timeout_minutes` and node types. Each node type's `cost` is set to
+the Azure plugin's static price class of its VM size (provisioning/azure/plugin.py `vm_size_price`: pay-as-you-go
 Linux list prices per vCPU-hour by family, East US 2024-2025, plus a rate per GPU by accelerator; spot at 0.3 of
-that), which is what our planner ranks types by and what the simulator bills: D8s_v5 $0.384/h regular, $0.115/h
-spot; NC24ads_A100_v4 $3.88/h regular (list: $3.67), $1.16/h spot.
+that), so our planner ranks types by the very prices the simulator bills, and no price is ever fetched:
+D8s_v5 $0.384/h regular, $0.115/h spot; NC24ads_A100_v4 $3.88/h regular (Azure's list: $3.67), $1.16/h spot. Ray's
+scheduler reads no price.
 
 Luck. Boot times and spot lifetimes are drawn per VM from a stream keyed by (seed, node type, the VM's sequence
 number among that type's launches), not from one shared stream: the third spot CPU VM of either policy boots in the
@@ -24,6 +25,7 @@ from functools import cache
 
 from autoscaler.config import ClusterConfig, parse_cluster_config
 from autoscaler.planner import PlannerConfig
+from provisioning.azure.plugin import vm_size_price
 
 CLUSTER_NAME = "sim"
 HEAD_TYPE = "head"
@@ -38,8 +40,10 @@ SPOT = {"priority": "Spot", "evictionPolicy": "Delete", "billingProfile": {"maxP
 
 def _node(vm_size: str, resources: dict[str, float], max_workers: int, *, spot: bool) -> dict[str, object]:
     arm = {**IMAGE, "vmSize": vm_size, **(SPOT if spot else {})}
+    price = vm_size_price(vm_size, gpus=resources.get("GPU", 0.0), cpus=resources.get("CPU", 0.0), is_spot=spot)
     return {
         "resources": resources,
+        "cost": round(price, 4),
         "min_workers": 0,
         "max_workers": max_workers,
         "node_config": {"azure_arm_parameters": arm},
@@ -83,6 +87,11 @@ def planner_config() -> PlannerConfig:
 def price_per_hour(node_type: str) -> float:
     """What one VM of the type costs per hour: the planner's own price of the type (see the module docstring)."""
     return next(worker.cost for worker in planner_config().worker_types if worker.name == node_type)
+
+
+def vm_size(node_type: str) -> str:
+    arm = cluster_config().available_node_types[node_type].node_config.get("azure_arm_parameters", {})
+    return str(arm.get("vmSize", "")) if isinstance(arm, dict) else ""
 
 
 def is_spot(node_type: str) -> bool:

@@ -4,7 +4,9 @@ Every control interval the shell runs one whole tick, as the timer trigger would
 rows from the in-memory StateStore (`InMemoryStateStore`, the Table store's twin), lists the simulated cloud
 (`SimCloud`, a CloudProvider over the world's VMs), reads Ray's state from a simulated head agent (`SimHeadAgent`:
 nodes with their idle times and resources, pending demand by shape, spot preemption notices), runs the sync step
-and `plan(...)`, saves its intent, then launches, drains and terminates through the two fakes. The clock handed
+and `plan(...)`, saves its intent, then launches, drains and terminates through the two fakes. A spot VM's eviction
+notice (30 s ahead) reaches the shell as the head agent reports it (`preempt_deadline`): the shell replaces the VM at
+once, and the VM takes no new task (its node agent drains it in Ray). The clock handed
 to the shell is the world's virtual time. Nothing of the decision is re-implemented here.
 
 Not modelled: the head agent's wake-up (a tick within a second of new demand) and the queue's follow-up ticks (3 s
@@ -117,6 +119,7 @@ class SimHeadAgent:
 
 class OursPolicy:
     name = "ours"
+    drains_on_notice = True  # the preempt watch: Scheduled Events -> node agent -> Ray drain with the deadline
 
     def __init__(self) -> None:
         self.store = InMemoryStateStore()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -20,10 +21,23 @@ def draw(trace: str, description: str, results: dict[str, RunResult], path: Path
     figure, (nodes_axis, pending_axis, cost_axis) = plt.subplots(
         3, 1, figsize=(11, 9), sharex=True, gridspec_kw={"height_ratios": [3, 2, 2]}
     )
-    types = sorted({name for result in results.values() for sample in result.samples for name in sample.nodes_by_type})
+    types = sorted(
+        {
+            name
+            for policy in POLICY_STYLES
+            if policy in results
+            for s in results[policy].samples
+            for name in s.nodes_by_type
+        }
+    )
     for policy, result in results.items():
         hours = [sample.at_s / 3600.0 for sample in result.samples]
         style = POLICY_STYLES.get(policy, ":")
+        cost = [sample.cost for sample in result.samples]
+        colour = POLICY_COLOURS.get(policy, "tab:gray")
+        cost_axis.plot(hours, cost, linestyle=style, color=colour, label=f"{policy}: ${result.metrics.cost:.2f}")
+        if policy not in POLICY_STYLES:
+            continue  # other variants: their cost only, to keep the VM panel readable
         for node_type in types:
             counts = [sample.nodes_by_type.get(node_type, 0) for sample in result.samples]
             nodes_axis.step(
@@ -31,12 +45,7 @@ def draw(trace: str, description: str, results: dict[str, RunResult], path: Path
                 label=f"{policy}: {node_type}", linewidth=1.2,
             )  # fmt: skip
         pending = [sample.pending_bundles for sample in result.samples]
-        pending_axis.step(
-            hours, pending, where="post", linestyle=style, color=POLICY_COLOURS.get(policy), label=policy, linewidth=1
-        )
-        cost = [sample.cost for sample in result.samples]
-        total = result.metrics.cost
-        cost_axis.plot(hours, cost, linestyle=style, color=POLICY_COLOURS.get(policy), label=f"{policy}: ${total:.2f}")
+        pending_axis.step(hours, pending, where="post", linestyle=style, color=colour, label=policy, linewidth=1)
     nodes_axis.set_ylabel("worker VMs (booting included)")
     nodes_axis.legend(loc="upper left", fontsize=8, ncol=2)
     nodes_axis.set_title(f"{trace}: ours (solid) vs Ray 2.60's autoscaler v2 policy (dashed)", fontsize=11)
@@ -47,8 +56,8 @@ def draw(trace: str, description: str, results: dict[str, RunResult], path: Path
     cost_axis.legend(loc="upper left", fontsize=8)
     for axis in (nodes_axis, pending_axis, cost_axis):
         axis.grid(alpha=0.3)
-    figure.text(0.01, 0.005, " ".join(description.split())[:230], fontsize=7, color="dimgray")
-    figure.tight_layout(rect=(0, 0.02, 1, 1))
+    figure.text(0.01, 0.005, textwrap.fill(" ".join(description.split()), 180), fontsize=7, color="dimgray")
+    figure.tight_layout(rect=(0, 0.035, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)
     plt.close(figure)

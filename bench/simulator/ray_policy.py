@@ -29,7 +29,7 @@ from ray.autoscaler.v2.schema import AutoscalerInstance
 from ray.autoscaler.v2.utils import ResourceRequestUtil
 from ray.core.generated import autoscaler_pb2, instance_manager_pb2
 
-from simulator.cluster import HEAD_TYPE, cluster_config
+from simulator.cluster import HEAD_TYPE, cluster_config, is_spot
 from simulator.world import Node, World
 
 # Generated protobuf classes are made at import time, so mypy cannot see them: reach them as plain attributes.
@@ -86,9 +86,12 @@ def node_state(node: Node, now_s: float) -> Any:
 
 
 class RayPolicy:
-    name = "ray"
+    """Ray's policy on the cluster config. With `spot_first`, the spot types get v2's per-type `priority` 1 (the others
+    0): what a Ray user can configure so that equal fits go to spot, since Ray's scheduler reads no price."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, spot_first: bool = False) -> None:
+        self.name = "ray_spot_first" if spot_first else "ray"
+        self.drains_on_notice = False  # Ray's autoscaler does not watch Azure's Scheduled Events
         config = cluster_config()
         self.instances: dict[str, Instance] = {}
         self.scheduler = ResourceDemandScheduler()
@@ -101,6 +104,7 @@ class RayPolicy:
                 idle_timeout_s=node_type.idle_timeout_s,
                 resources=dict(node_type.resources),
                 labels=dict(node_type.labels),
+                priority=1 if spot_first and name != config.head_node_type and is_spot(name) else 0,
             )
             for name, node_type in config.available_node_types.items()
         }

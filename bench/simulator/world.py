@@ -4,8 +4,9 @@ Time is a float of seconds from the trace's start; nothing sleeps and nothing re
 a task finishes, a VM has booted, a spot VM is evicted, the control interval elapses) are taken in time order;
 events at the same time in the order they were scheduled. After each one, pending tasks are placed first-fit onto
 booted VMs with free resources, oldest first per shape, tasks without GPUs on CPU VMs before GPU VMs (Ray's
-`scheduler_avoid_gpu_nodes`). A task on a VM that goes away (eviction, or a policy terminating a busy VM) loses the
-time it ran (`lost_work_s`) and is queued again at the front.
+`scheduler_avoid_gpu_nodes`), and not on a VM whose eviction notice is out when the policy drains on notice. A task
+on a VM that goes away (eviction, or a policy terminating a busy VM) loses the time it ran (`lost_work_s`) and is
+queued again at the front.
 
 A VM is billed from its launch to its end (eviction or termination) at its type's price (cluster.py); the head is
 the same for both policies and is not billed here. The wait of a task is all the time it spent queued, re-queues
@@ -30,6 +31,9 @@ EPSILON = 1e-9
 
 class Policy(Protocol):
     name: str
+    # Whether a VM stops taking new tasks once its spot eviction notice is out (ours: the node agent sees Azure's
+    # Scheduled Event and drains the Ray node with the deadline; Ray's autoscaler does not watch for notices).
+    drains_on_notice: bool
 
     def start(self, world: World) -> None:
         """Before time 0: bring the cluster up (its head)."""
@@ -158,13 +162,14 @@ class World:
         self.lost_work_s = 0.0
         self.samples: list[Sample] = []
         self.launches: dict[str, int] = {}
-        self._ended: list[Node] = []
         self._events: list[tuple[float, int, str, object]] = []
         self._order = 0
         self._phases = {phase.name: phase for phase in trace.phases}
         self._left: dict[str, int] = {phase.name: len(phase.tasks) for phase in trace.phases}
         self._finished_tasks = 0
         self._released: set[str] = set()
+        self._closed_cost = 0.0  # of the VMs already gone
+        self._drains_on_notice = False
 
     # -- what policies call ------------------------------------------------------------------------------------------
 
@@ -206,6 +211,7 @@ class World:
     # -- the run ---------------------------------------------------------------------------------------------------
 
     def run(self, policy: Policy) -> RunResult:
+        self._drains_on_notice = policy.drains_on_notice
         policy.start(self)
         for phase in self.trace.phases:
             if not phase.after:
@@ -300,7 +306,7 @@ class World:
         )
         if not shapes:
             return
-        booted = [node for node in self.nodes.values() if node.booted(self.now_s) and not node.is_head]
+        booted = [node for node in self.nodes.values() if self._takes_tasks(node)]
         for shape in shapes:
             wants_gpu = any(name == "GPU" for name, _ in shape)
             candidates = sorted(booted, key=lambda node: (node.has_gpu != wants_gpu, node.ready_s))
@@ -310,6 +316,11 @@ class World:
                     self._start(self.tasks[queue.popleft()], node)
                 if not queue:
                     break
+
+    def _takes_tasks(self, node: Node) -> bool:
+        if node.is_head or not node.booted(self.now_s):
+            return False
+        return not (self._drains_on_notice and self.notice_given(node))
 
     def _start(self, task: Task, node: Node) -> None:
         task.wait_s += self.now_s - task.queued_since_s
@@ -330,7 +341,7 @@ class World:
 
     def _end(self, node: Node) -> None:
         node.ended_s = self.now_s
-        self._ended.append(node)
+        self._closed_cost += self._cost_until(node, self.now_s)
         for task_id in sorted(node.tasks, reverse=True):
             task = self.tasks[task_id]
             self.lost_work_s += self.now_s - task.started_s
@@ -353,7 +364,7 @@ class World:
         for node in self.live_nodes():
             if not node.is_head:
                 by_type[node.node_type] = by_type.get(node.node_type, 0) + 1
-        cost = sum(self._cost_until(node, self.now_s) for node in self.nodes.values())
+        cost = self._closed_cost + sum(self._cost_until(node, self.now_s) for node in self.live_nodes())
         return Sample(self.now_s, by_type, sum(self.pending().values()), cost)
 
     def _result(self, policy: str) -> RunResult:

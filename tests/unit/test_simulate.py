@@ -38,6 +38,7 @@ class LaunchWhenPending:
     """A scripted policy: one cpu.spot VM whenever tasks wait and no worker is up or booting."""
 
     name: str = "scripted"
+    drains_on_notice: bool = False
     launched: list[float] = field(default_factory=list)
 
     def start(self, world: World) -> None:
