@@ -60,8 +60,10 @@ PREEMPT_EVENT_TYPE = "Preempt"
 SCHEDULED = "Scheduled"
 # Azure schedules a Preempt at least 30 s ahead; a Started event has a blank NotBefore: it is happening now.
 MIN_PREEMPT_NOTICE_S = 30.0
-# The first Scheduled Events request of a VM may take up to two minutes (Azure turns the service on then).
-SCHEDULED_EVENTS_TIMEOUT_S = 120.0
+# The first Scheduled Events request of a VM may take up to two minutes (Azure turns the service on then); later ones
+# are answered at once, and a poll stuck longer would eat into the 30 s notice.
+FIRST_SCHEDULED_EVENTS_TIMEOUT_S = 120.0
+SCHEDULED_EVENTS_TIMEOUT_S = 10.0
 AGENT_TIMEOUT_S = 5.0
 MAX_DOCUMENT_BYTES = 1024 * 1024
 EXIT_USAGE = 2
@@ -245,13 +247,17 @@ def _call_json(request: urllib.request.Request, timeout_s: float) -> object:
 class ScheduledEventsClient:
     def __init__(self, url: str) -> None:
         self.url = url
+        self._answered = False
 
     def events(self) -> list[ScheduledEvent]:
         request = urllib.request.Request(self.url, headers={"Metadata": "true"})  # noqa: S310 -- http(s) checked
+        timeout_s = SCHEDULED_EVENTS_TIMEOUT_S if self._answered else FIRST_SCHEDULED_EVENTS_TIMEOUT_S
         try:
-            return parse_document(_call_json(request, SCHEDULED_EVENTS_TIMEOUT_S))
+            events = parse_document(_call_json(request, timeout_s))
         except DocumentError as error:
             raise CallFailedError(f"{self.url}: {error}") from error
+        self._answered = True
+        return events
 
     def acknowledge(self, event_id: str) -> None:
         request = urllib.request.Request(  # noqa: S310 -- http(s) checked

@@ -113,6 +113,9 @@ def test_evicted_worker_is_drained_replaced_and_its_task_retried_without_error(c
         replaced_at = wait_until(replacement, "a replacement worker to be launched", NOTICE_S + 30.0, cluster)
         old_listed_when_replaced = listed(cluster, old["instance_id"])
         retried_before_replaced = len(driver.started_tasks()) > 1
+        preempted_events = [
+            e for e in cluster.status()["events"] if e["kind"] == "preempted" and old["instance_id"] in e["message"]
+        ]
 
         # Old node gone: the watch acknowledged near the deadline (the task kept it busy) and the node was evicted.
         gone_at = wait_until(lambda: not listed(cluster, old["instance_id"]), "the old node to go", NOTICE_S, cluster)
@@ -127,17 +130,22 @@ def test_evicted_worker_is_drained_replaced_and_its_task_retried_without_error(c
         wait_until(lambda: len(driver.started_tasks()) == 2, "the task's retry", 60.0, cluster)
         retry = next(p for p in driver.started_tasks() if p.name != first_start.name)
         [new] = replacement()
-        assert retry.read_text() != old["ray_node_id"]
+        assert retry.read_text() == new["ray_node_id"]
         driver.finish()
 
     # The order the issue asks for: notice -> drain -> replacement launched -> old node gone.
     assert old_listed_when_replaced, "the old node went before its replacement was launched"
     assert not retried_before_replaced, "the task was retried before the replacement was launched"
     assert noticed_at < drained_at < replaced_at < gone_at
+    # "At once": the wake-up's inline tick launches it, not the next timer tick or the node's death.
+    assert replaced_at - drained_at < 10.0, (drained_at, replaced_at)
+    assert preempted_events, "the control plane recorded no preemption notice for the old node"
     view = cluster.status()
     assert any(n["instance_id"] == new["instance_id"] for n in running_workers(view)), describe(view)
     # The watch told the agent, the agent woke the control plane naming the instance, the watch acknowledged.
-    assert "acknowledged preemption" in instance_log(cluster, old["instance_id"])
+    old_log = instance_log(cluster, old["instance_id"])
+    assert "(the deadline is near)" in old_log  # its task kept it busy: acknowledged only then
+    assert "evicted (event acknowledged)" in old_log
     head_log = instance_log(cluster, head_id)
     assert "nodes preempted" in head_log, head_log[-3000:]
     assert f"({old['instance_id']})" in head_log, head_log[-3000:]
