@@ -162,3 +162,36 @@ def test_the_last_line_is_the_json_of_every_trace_and_policy():
             assert set(metrics) == keys
             assert metrics["node_hours"] > 0
             assert metrics["cost"] > 0
+
+
+@pytest.mark.parametrize("drains_on_notice", [True, False])
+def test_a_vm_whose_eviction_notice_is_out_takes_no_new_task_when_the_policy_drains_on_notice(drains_on_notice):
+    # The VM boots at 10 s and is evicted at 100 s: its notice is out from 70 s. The second task arrives at 80 s.
+    tasks = (TaskSpec(0.0, shape(CPU=1), 20.0), TaskSpec(80.0, shape(CPU=1), 10.0))
+    lucks = [cluster.Luck(10.0, 100.0), cluster.Luck(10.0, math.inf)]
+    world = scripted_world(one_phase(*tasks), lucks)
+    world.run(LaunchWhenPending(drains_on_notice=drains_on_notice))
+    late = world.tasks[1]
+    if drains_on_notice:
+        assert late.started_s == 100.0 + 5.0 + 10.0  # on the next VM: launched at the tick after the eviction
+        assert late.attempt == 1
+    else:
+        assert late.started_s == 80.0  # on the doomed VM, and done before the eviction
+        assert late.done_s == 90.0
+
+
+@pytest.mark.parametrize(("policy", "replaced_before_eviction"), [(OursPolicy, True), (RayPolicy, False)])
+def test_only_ours_launches_for_work_arriving_after_an_eviction_notice_before_the_eviction(
+    policy, replaced_before_eviction
+):
+    # The first VM (8 CPUs) runs a 4-CPU task; its notice is out from 370 s, it is evicted at 400 s; at 380 s a second
+    # 4-CPU task arrives. Ours neither places it there nor counts that VM: it launches at the next tick (390 s).
+    # Ray places it on the doomed VM, and launches once both tasks are back in the queue after the eviction.
+    tasks = (TaskSpec(0.0, shape(CPU=4), 900.0), TaskSpec(380.0, shape(CPU=4), 60.0))
+    lucks = [cluster.Luck(60.0, 400.0), cluster.Luck(60.0, math.inf)]
+    world = scripted_world(one_phase(*tasks), lucks)
+    result = world.run(policy())
+    first, second = sorted((node for node in world.nodes.values() if not node.is_head), key=lambda n: n.launched_s)
+    assert first.ended_s == 400.0
+    assert (second.launched_s < 400.0) is replaced_before_eviction
+    assert result.unfinished == 0
