@@ -9,18 +9,17 @@ every Ray process gone; `up` starts it again; `timeline` writes the SVG; `down` 
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
 from local.stack import LocalStack
-from provisioning.local import LocalCloudProvider, cluster_processes
+from provisioning.local import cluster_processes
+from tests.support.cli_stack import Azray, azray_runner, running_stack
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -48,8 +47,6 @@ print("both tasks done:", sum(ray.get([work.remote(5), work.remote(5)])), flush=
 """
 UP_TIMEOUT_S = 150
 
-Azray = Callable[..., subprocess.CompletedProcess[str]]
-
 
 @pytest.fixture(scope="module")
 def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -58,38 +55,12 @@ def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(work_dir: Path) -> Iterator[LocalStack]:
-    if not sys.platform.startswith("linux"):
-        pytest.skip("the local provider reads /proc: Linux only")
-    local_stack = LocalStack(data_dir=work_dir / "stack", port=0, settings={"RECONCILE_SCHEDULE": EVERY_2_S})
-    local_stack.start()
-    try:
-        yield local_stack
-    finally:
-        local_stack.stop()
-        provider_dir = work_dir / "stack" / "provider"
-        if cluster_processes(provider_dir, NAME):
-            LocalCloudProvider(provider_dir).destroy_cluster(NAME)
+    yield from running_stack(work_dir, NAME, EVERY_2_S)
 
 
 @pytest.fixture(scope="module")
 def azray(stack: LocalStack, work_dir: Path) -> Azray:
-    base_url = stack.api_url.removesuffix("/api")
-    environment = {**os.environ, "XDG_CONFIG_HOME": str(work_dir / "config"), "COLUMNS": "200"}
-    environment.pop("AZRAY_KEY", None)
-
-    def run(*arguments: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "azray", "--url", base_url, *arguments],
-            capture_output=True,
-            text=True,
-            timeout=UP_TIMEOUT_S + 30,
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            check=False,
-            cwd=work_dir,
-        )
-
-    return run
+    return azray_runner(stack, work_dir, timeout_s=UP_TIMEOUT_S + 30, cwd=work_dir)
 
 
 def view(stack: LocalStack) -> dict[str, object]:

@@ -7,16 +7,16 @@ survives whatever happens).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from local.stack import LocalStack
-from provisioning.local import LocalCloudProvider, cluster_processes
+from provisioning.local import cluster_processes
+from tests.support.cli_stack import Azray, azray_runner, running_stack
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -34,8 +34,6 @@ EVERY_5_S = "*/5 * * * * *"
 UP_TIMEOUT_S = 150
 COMMAND_TIMEOUT_S = UP_TIMEOUT_S + 30
 
-Azray = Callable[..., subprocess.CompletedProcess[str]]
-
 
 @pytest.fixture(scope="module")
 def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -44,37 +42,12 @@ def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(work_dir: Path) -> Iterator[LocalStack]:
-    if not sys.platform.startswith("linux"):
-        pytest.skip("the local provider reads /proc: Linux only")
-    local_stack = LocalStack(data_dir=work_dir / "stack", port=0, settings={"RECONCILE_SCHEDULE": EVERY_5_S})
-    local_stack.start()
-    try:
-        yield local_stack
-    finally:
-        local_stack.stop()
-        provider_dir = work_dir / "stack" / "provider"
-        if cluster_processes(provider_dir, NAME):
-            LocalCloudProvider(provider_dir).destroy_cluster(NAME)
+    yield from running_stack(work_dir, NAME, EVERY_5_S)
 
 
 @pytest.fixture(scope="module")
 def azray(stack: LocalStack, work_dir: Path) -> Azray:
-    base_url = stack.api_url.removesuffix("/api")
-    environment = {**os.environ, "XDG_CONFIG_HOME": str(work_dir / "config"), "COLUMNS": "200"}
-    environment.pop("AZRAY_KEY", None)
-
-    def run(*arguments: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "azray", "--url", base_url, *arguments],
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-
-    return run
+    return azray_runner(stack, work_dir, timeout_s=COMMAND_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
