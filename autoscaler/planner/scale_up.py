@@ -425,4 +425,8 @@ class ScaleUp:
             parts.append(f"pending demand ({purpose.demand} nodes)")
         for other, nodes in purpose.instead_of.items():
             parts.append(f"{nodes} as fallback for {self.tick.unavailable_text(other)}")
+        if self.strategy is Strategy.COST and (purpose.served or purpose.demand):
+            # The cost scorer chose this type: say what it was priced at and where the price came from.
+            worker = self.types[name]
+            parts.append(f"cheapest fit at {worker.cost:g}/h ({worker.cost_basis})")
         return "; ".join(parts)

@@ -111,6 +111,9 @@ def test_plan_accepts_a_cluster_config_and_prefers_the_cheaper_spot_size() -> No
     state = RayState(pending=(ShapeDemand((("CPU", 2.0),), 3),))
     result = plan(config=config, instances=head_only(), ray=state, unavailable=(), now=NOW)
     assert [(launch.node_type, launch.count) for launch in result.launches] == [("ray.worker.default", 3)]
+    [launch] = result.launches
+    assert "cheapest fit at" in launch.reason  # the reason says what the cost scorer priced it at, and from where
+    assert "spot" in launch.reason
 
 
 def test_an_unavailable_spot_type_falls_back_through_the_real_config() -> None:
