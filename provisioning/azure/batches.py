@@ -37,7 +37,6 @@ from provisioning.azure.write_budget import (
 
 logger = logging.getLogger(__name__)
 
-NO_SDK_RETRY: dict[str, Any] = {"retry_total": 0}
 Outcome = CloudError | None
 Call = Callable[[], None]
 
@@ -50,6 +49,8 @@ class BatchIssuer:
         self.instances = instances
         self.scale_sets = scale_sets
         self.resource_group = resource_group
+        # Burst writes: not retried by the SDK, and every answer recorded in the subscription's budget.
+        self.call_options: dict[str, Any] = {"retry_total": 0, "raw_response_hook": clients.record_budget}
 
     # ---------------------------------------------------------------- launches
 
@@ -65,8 +66,13 @@ class BatchIssuer:
                 continue
             if is_pool:
                 pools.setdefault(request.node_type, []).append(index)
-            else:
-                singles.append((index, self._launch_call(request, subnet_id)))
+                continue
+            try:
+                put = self.instances.prepare_launch(request, subnet_id)  # rendered here, sent from the pool
+            except CloudError as error:
+                outcomes[index] = error
+                continue
+            singles.append((index, self._send(put)))
         for indexes in pools.values():
             outcome = self._grow_pool([requests[index] for index in indexes], subnet_id)
             for index in indexes:
@@ -74,8 +80,8 @@ class BatchIssuer:
         self.issue(singles, (PUT_VM, ARM_WRITES), outcomes)
         return outcomes
 
-    def _launch_call(self, request: LaunchRequest, subnet_id: str) -> Call:
-        return lambda: self.instances.launch(request, subnet_id, **NO_SDK_RETRY)
+    def _send(self, put: Callable[..., None]) -> Call:
+        return lambda: put(**self.call_options)
 
     def _grow_pool(self, requests: Sequence[LaunchRequest], subnet_id: str) -> Outcome:
         """ONE write for every launch of one scale-set node type: the set's capacity becomes the highest target."""
@@ -98,7 +104,7 @@ class BatchIssuer:
                     name,
                     self.clients.compute_models.VirtualMachineScaleSet(body),
                     polling=False,
-                    **NO_SDK_RETRY,
+                    **self.call_options,
                 )
             except AzureError as error:
                 raise from_azure_error(error, is_spot=is_spot) from None
@@ -124,7 +130,7 @@ class BatchIssuer:
             pool_outcome: list[Outcome] = [None]
 
             def call(scale_set: str = scale_set, names: list[str] = names) -> None:
-                self.instances.delete_pool_vms(scale_set, names, **NO_SDK_RETRY)
+                self.instances.delete_pool_vms(scale_set, names, **self.call_options)
 
             self.issue([(0, call)], (DELETE_SCALE_SET, ARM_WRITES), pool_outcome)
             for index in indexes:
@@ -133,7 +139,7 @@ class BatchIssuer:
         return outcomes
 
     def _terminate_call(self, cluster_name: str, instance_id: str) -> Call:
-        return lambda: self.instances.terminate(cluster_name, instance_id, **NO_SDK_RETRY)
+        return lambda: self.instances.terminate(cluster_name, instance_id, **self.call_options)
 
     # ---------------------------------------------------------------- issuing within the budget
 

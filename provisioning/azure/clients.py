@@ -82,6 +82,10 @@ class ArmClients:
         def record_budget(response: PipelineResponse[Any, Any]) -> None:
             budget.record(response.http_response.status_code, response.http_response.headers)
 
+        # Passed with each write of a burst (`raw_response_hook=`, a per-call option every pipeline honours), so
+        # that each answer, 429s included, tells the budget.
+        self.record_budget = record_budget
+
         options: dict[str, Any] = {
             "retry_policy": BoundedRetryPolicy(
                 settings.max_retry_after_s,
@@ -97,10 +101,7 @@ class ArmClients:
             options["base_url"] = settings.base_url
         if settings.connection_verify:
             options["connection_verify"] = settings.connection_verify
-        # Every Compute answer (each try) tells the subscription's remaining write budget.
-        self.compute = ComputeManagementClient(
-            credential, settings.subscription_id, raw_response_hook=record_budget, **options
-        )
+        self.compute = ComputeManagementClient(credential, settings.subscription_id, **options)
         self.network = NetworkManagementClient(credential, settings.subscription_id, **options)
         self.compute_models = compute_models
         self.network_models = network_models

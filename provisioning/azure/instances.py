@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -272,27 +272,32 @@ class ClusterInstances:
 
     def launch(self, request: LaunchRequest, subnet_id: str, **call_options: Any) -> None:
         """One VM PUT, not waited on. Idempotent: the VM name derives from the instance id."""
+        self.prepare_launch(request, subnet_id)(**call_options)
+
+    def prepare_launch(self, request: LaunchRequest, subnet_id: str) -> Callable[..., None]:
+        """The VM body rendered now (InvalidRequestError if it cannot be), and the PUT to send it, to call later (a
+        burst renders in one thread and sends from several)."""
         is_spot = arm_parameters(request).is_spot
         vm_name = vm_name_for(request.cluster_name, request.instance_id)
-        body = self.template.body(request, vm_name, subnet_id)
-        try:
-            self.clients.compute.virtual_machines.begin_create_or_update(
-                self.resource_group,
+        model = self.clients.compute_models.VirtualMachine(self.template.body(request, vm_name, subnet_id))
+
+        def put(**call_options: Any) -> None:
+            try:
+                self.clients.compute.virtual_machines.begin_create_or_update(
+                    self.resource_group, vm_name, model, polling=False, **call_options
+                )
+            except AzureError as error:
+                raise from_azure_error(error, is_spot=is_spot) from None
+            logger.info(
+                "launch started: cluster=%s instance=%s type=%s vm=%s request=%s",
+                request.cluster_name,
+                request.instance_id,
+                request.node_type,
                 vm_name,
-                self.clients.compute_models.VirtualMachine(body),
-                polling=False,
-                **call_options,
+                request.request_id,
             )
-        except AzureError as error:
-            raise from_azure_error(error, is_spot=is_spot) from None
-        logger.info(
-            "launch started: cluster=%s instance=%s type=%s vm=%s request=%s",
-            request.cluster_name,
-            request.instance_id,
-            request.node_type,
-            vm_name,
-            request.request_id,
-        )
+
+        return put
 
     def terminate(self, cluster_name: str, instance_id: str, **call_options: Any) -> None:
         """Start deleting the instance's VM (its NIC, disk and IP follow); already gone is success."""
