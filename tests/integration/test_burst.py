@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -147,14 +148,16 @@ def test_a_burst_runs_its_requests_in_parallel(arm: ArmEmulator, clock: Clock) -
     lock = threading.Lock()
     original = arm.handle
 
-    def counting(*args: object, **kwargs: object) -> object:
+    def counting(
+        method: str, raw_path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], dict[str, Any] | None]:
         nonlocal in_flight, peak
         with lock:
             in_flight += 1
             peak = max(peak, in_flight)
         time.sleep(0.05)
         try:
-            return original(*args, **kwargs)  # type: ignore[arg-type]
+            return original(method, raw_path, headers, body)
         finally:
             with lock:
                 in_flight -= 1
