@@ -155,7 +155,7 @@ def print_robustness(trace: str, by_seed: dict[int, dict[str, RunResult]]) -> No
     columns = ("seed", "cost $", "wait mean s", "wait p95 s", "lost work s", "makespan h")
     print("  " + "".join(f"{column:>22s}" for column in columns))
     keys = ("cost", "wait_mean_s", "wait_p95_s", "lost_work_s", "makespan_h")
-    ahead = dict.fromkeys(keys, 0)
+    lower, equal = dict.fromkeys(keys, 0), dict.fromkeys(keys, 0)
     for seed, results in by_seed.items():
         ours, ray = (
             {**results[policy].metrics.as_json(), "makespan_h": round(results[policy].makespan_s / 3600.0, 2)}
@@ -163,8 +163,10 @@ def print_robustness(trace: str, by_seed: dict[int, dict[str, RunResult]]) -> No
         )
         print(f"  {seed:>22d}" + "".join(f"{f'{ours[key]:g} / {ray[key]:g}':>22s}" for key in keys))
         for key in keys:
-            ahead[key] += ours[key] < ray[key]
-    print(f"  ours ahead (lower) in {len(by_seed)} seeds: " + ", ".join(f"{key} {ahead[key]}" for key in keys))
+            lower[key] += ours[key] < ray[key]
+            equal[key] += ours[key] == ray[key]
+    counts = ", ".join(f"{key} {lower[key]}" + (f" (equal in {equal[key]})" if equal[key] else "") for key in keys)
+    print(f"  seeds where ours is lower, of {len(by_seed)}: {counts}")
 
 
 def main() -> None:

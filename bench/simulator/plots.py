@@ -21,21 +21,18 @@ def draw(trace: str, description: str, results: dict[str, RunResult], path: Path
     figure, (nodes_axis, pending_axis, cost_axis) = plt.subplots(
         3, 1, figsize=(11, 9), sharex=True, gridspec_kw={"height_ratios": [3, 2, 2]}
     )
-    types = sorted(
-        {
-            name
-            for policy in POLICY_STYLES
-            if policy in results
-            for s in results[policy].samples
-            for name in s.nodes_by_type
-        }
-    )
+    drawn = [result for policy, result in results.items() if policy in POLICY_STYLES]
+    types = sorted({name for result in drawn for sample in result.samples for name in sample.nodes_by_type})
+    end_s = max(result.ended_s for result in drawn)  # a variant's longer run would squash the compared ones
     for policy, result in results.items():
         hours = [sample.at_s / 3600.0 for sample in result.samples]
         style = POLICY_STYLES.get(policy, ":")
         cost = [sample.cost for sample in result.samples]
         colour = POLICY_COLOURS.get(policy, "tab:gray")
-        cost_axis.plot(hours, cost, linestyle=style, color=colour, label=f"{policy}: ${result.metrics.cost:.2f}")
+        label = f"{policy}: ${result.metrics.cost:.2f}"
+        if result.ended_s > end_s:
+            label += f" (its run ends at {result.ended_s / 3600:.1f} h, off the chart)"
+        cost_axis.plot(hours, cost, linestyle=style, color=colour, label=label)
         if policy not in POLICY_STYLES:
             continue  # other variants: their cost only, to keep the VM panel readable
         for node_type in types:
@@ -56,6 +53,7 @@ def draw(trace: str, description: str, results: dict[str, RunResult], path: Path
     cost_axis.legend(loc="upper left", fontsize=8)
     for axis in (nodes_axis, pending_axis, cost_axis):
         axis.grid(alpha=0.3)
+        axis.set_xlim(-0.01 * end_s / 3600.0, 1.01 * end_s / 3600.0)
     figure.text(0.01, 0.005, textwrap.fill(" ".join(description.split()), 180), fontsize=7, color="dimgray")
     figure.tight_layout(rect=(0, 0.035, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
