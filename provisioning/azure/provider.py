@@ -103,7 +103,10 @@ class AzureCloudProvider:
         return self.batches.terminate_many(cluster_name, instance_ids)
 
     def destroy_cluster(self, cluster_name: str) -> DestroyReport:
-        report = ClusterTeardown(self.clients, self.cluster_network, self.resource_group).run(cluster_name)
+        teardown = ClusterTeardown(
+            self.clients, self.cluster_network, self.resource_group, with_scale_sets=bool(self.instances.pool_types)
+        )
+        report = teardown.run(cluster_name)
         self.cluster_network.forget()
         self.instances.forget()
         return report

@@ -22,7 +22,10 @@ from provisioning.azure.errors import from_azure_error
 
 
 class ClusterTeardown:
-    def __init__(self, clients: ArmClients, cluster_network: ClusterNetwork, resource_group: str) -> None:
+    def __init__(
+        self, clients: ArmClients, cluster_network: ClusterNetwork, resource_group: str, *, with_scale_sets: bool
+    ) -> None:
+        self.with_scale_sets = with_scale_sets
         self.clients = clients
         self.cluster_network = cluster_network
         self.resource_group = resource_group
@@ -46,8 +49,10 @@ class ClusterTeardown:
     def _delete_vms_and_leftovers(self, cluster_name: str) -> None:
         compute, net = self.clients.compute, self.clients.network
         # A scale set (a scale-set node type's) goes with the VMs still in it, and their NICs and disks
-        # (deleteOption Delete); its VMs carry no tags of ours, the set does.
-        for scale_set in compute.virtual_machine_scale_sets.list(self.resource_group):
+        # (deleteOption Delete); its VMs carry no tags of ours, the set does. Listed only for a config with scale-set
+        # node types: a cluster of single VMs needs no right on scale sets (docs/decisions/scale-sets.md).
+        scale_sets = compute.virtual_machine_scale_sets.list(self.resource_group) if self.with_scale_sets else []
+        for scale_set in scale_sets:
             data = scale_set.as_dict()
             if self._owned(data, cluster_name):
                 delete_set = _bind(compute.virtual_machine_scale_sets.begin_delete, self.resource_group, data["name"])
