@@ -21,6 +21,7 @@ import hashlib
 import re
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from autoscaler.config import ClusterConfig
@@ -88,7 +89,10 @@ class ScaleSetTemplate:
             raise InvalidRequestError("the head cannot be a VM of a scale set")
         parameters = arm_parameters(request)
         name = scale_set_name_for(request.cluster_name, request.node_type)
-        single = self.vm_template.body(request, name, subnet_id)  # the same OS profile, disk and NIC as one VM
+        # The same OS profile, disk and cloud-init as one VM, rendered for the set rather than for one launch: every VM
+        # of the set boots from this one custom data, so it names no launch (no record's instance id) and stays the
+        # same from one capacity write to the next (docs/decisions/scale-sets.md, "What each VM reports").
+        single = self.vm_template.body(replace(request, instance_id=name, request_id=""), name, subnet_id)
         os_profile = dict(single["properties"]["osProfile"])
         os_profile.pop("computerName")
         os_profile["computerNamePrefix"] = name[:15]  # Azure appends 6 characters per VM

@@ -169,10 +169,22 @@ def test_the_scale_set_boots_its_vms_with_the_same_cloud_init_as_a_single_worker
     provider.launch(request)
     name = scale_set_name_for(config.cluster_name, POOL_TYPE)
     body = provider.batches.scale_sets.body(request, provider.nodes_subnet_id(), 1)
-    single = provider.template.body(request, name, provider.nodes_subnet_id())
+    worker_of_the_set = replace(request, instance_id=name, request_id="")  # the set's, not one launch's
+    single = provider.template.body(worker_of_the_set, name, provider.nodes_subnet_id())
     custom_data = body["properties"]["virtualMachineProfile"]["osProfile"]["customData"]
     assert custom_data == single["properties"]["osProfile"]["customData"]
-    assert b"/etc/ray/cluster-token" in gzip.decompress(base64.b64decode(custom_data))
+    cloud_config = gzip.decompress(base64.b64decode(custom_data))
+    assert b"/etc/ray/cluster-token" in cloud_config
+    assert request.instance_id.encode() not in cloud_config  # no launch's id: every VM of the set boots from it
+
+
+def test_the_scale_set_model_is_the_same_from_one_capacity_write_to_the_next(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    subnet_id = provider.ensure_network()
+    first = provider.batches.scale_sets.body(pool_request(config, "w1", 1), subnet_id, 1)
+    later = provider.batches.scale_sets.body(pool_request(config, "w9", 9), subnet_id, 9)
+    assert first["properties"] == later["properties"]
 
 
 # ------------------------------------------------------------------------------------------ growing and shrinking
