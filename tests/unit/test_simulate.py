@@ -195,3 +195,12 @@ def test_only_ours_launches_for_work_arriving_after_an_eviction_notice_before_th
     assert first.ended_s == 400.0
     assert (second.launched_s < 400.0) is replaced_before_eviction
     assert result.unfinished == 0
+
+
+def test_a_trace_is_drawn_as_one_png(tmp_path):
+    from simulator.plots import draw
+
+    results = simulate("gpu_training", seed=2, hours=0.3)
+    path = tmp_path / "img" / "simulate-gpu_training.png"
+    draw("gpu_training", "a description", results, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
