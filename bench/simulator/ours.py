@@ -124,7 +124,6 @@ class OursPolicy:
     def __init__(self) -> None:
         self.store = InMemoryStateStore()
         self.deps: ReconcileDeps | None = None
-        self.ticks = 0
 
     def start(self, world: World) -> None:
         config = cluster_config()
@@ -156,6 +155,5 @@ class OursPolicy:
     def tick(self, world: World) -> None:
         assert self.deps is not None
         result = reconcile(CLUSTER_NAME, self.deps)
-        self.ticks += 1
         if result.outcome != "reconciled":
             raise RuntimeError(f"tick at {world.now_s:.0f} s: {result.outcome}: {result.detail}")

@@ -112,7 +112,6 @@ class RayPolicy:
         self.idle_timeout_s = config.idle_timeout_minutes * 60.0
         self.upscaling_speed = config.upscaling_speed
         self.serial = 0
-        self.ticks = 0
         logging.getLogger("ray.autoscaler.v2.scheduler").setLevel(logging.WARNING)
 
     def start(self, world: World) -> None:
@@ -120,7 +119,6 @@ class RayPolicy:
         world.launch(HEAD_TYPE, "head", is_head=True)
 
     def tick(self, world: World) -> None:
-        self.ticks += 1
         self._sync(world)
         reply = self.scheduler.schedule(self._request(world))
         for termination in reply.to_terminate:
