@@ -85,6 +85,8 @@ bench: install
 	PYTHONPATH=. $(PY) bench/latency_local.py
 	PYTHONPATH=. $(PY) bench/faults.py
 	PYTHONPATH=. $(PY) bench/load.py
+	PYTHONPATH=. $(PY) bench/simulate.py
+	PYTHONPATH=. $(PY) bench/burst.py
 
 clean:
 	rm -rf $(DATA) demo-out
