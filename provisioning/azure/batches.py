@@ -5,8 +5,8 @@
 - Single VMs: one PUT (or DELETE) each, issued in parallel (at most `burst_concurrency` in flight) and only while the
   subscription's write budget, as Azure's last answers reported it, has room (write_budget.py). What the budget
   cannot take now is not sent: its outcome is `ThrottledError` with how long to wait, and the shell asks again on a
-  later tick. Burst requests are not retried by the SDK (`retry_total=0`): a 429 answers for itself once, and the
-  budget holds everything else back until its `Retry-After`.
+  later tick. A burst's 429 is not retried by the SDK (`retry_on_throttle=False`): it answers for itself once, and
+  the budget holds everything else back until its `Retry-After`.
 Outcomes come back one per item, in order: None when Azure accepted it, else the CloudError.
 """
 
@@ -49,8 +49,8 @@ class BatchIssuer:
         self.instances = instances
         self.scale_sets = scale_sets
         self.resource_group = resource_group
-        # Burst writes: not retried by the SDK, and every answer recorded in the subscription's budget.
-        self.call_options: dict[str, Any] = {"retry_total": 0, "raw_response_hook": clients.record_budget}
+        # Burst writes: a 429 is not retried by the SDK, and every answer is recorded in the subscription's budget.
+        self.call_options: dict[str, Any] = {"retry_on_throttle": False, "raw_response_hook": clients.record_budget}
 
     # ---------------------------------------------------------------- launches
 

@@ -51,13 +51,22 @@ class AzureSettings:
 
 
 class BoundedRetryPolicy(RetryPolicy[Any, Any]):
-    """azure-core's retry, except that an answer asking to wait longer than `max_retry_after_s` is not retried."""
+    """azure-core's retry, except that an answer asking to wait longer than `max_retry_after_s` is not retried, and
+    that a call made with `retry_on_throttle=False` (a burst's: batches.py) never retries a 429: within a burst the
+    write budget decides what is sent next, and one 429 must not become several."""
 
     def __init__(self, max_retry_after_s: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_retry_after_s = max_retry_after_s
 
+    def configure_retries(self, options: dict[str, Any]) -> dict[str, Any]:
+        settings = super().configure_retries(options)
+        settings["retry_on_throttle"] = bool(options.pop("retry_on_throttle", True))
+        return dict(settings)
+
     def is_retry(self, settings: dict[str, Any], response: PipelineResponse[Any, Any]) -> bool:
+        if response.http_response.status_code == 429 and not settings.get("retry_on_throttle", True):
+            return False
         retry_after = parse_retry_after(response.http_response.headers.get("Retry-After"))
         if retry_after is not None and retry_after > self.max_retry_after_s:
             return False

@@ -151,10 +151,17 @@ class Clock:
     def advance(self, by: timedelta = TICK_INTERVAL) -> None:
         self.now += by
 
+    def seconds(self) -> float:
+        """The same clock in seconds, for the provider's write budget (AzureSettings.clock)."""
+        return self.now.timestamp()
 
-def emulator_providers(arm: ArmEmulator, function_subnet_id: str, clusters_resource_group: str = "") -> ProviderFactory:
+
+def emulator_providers(
+    arm: ArmEmulator, function_subnet_id: str, clusters_resource_group: str = "", clock: Clock | None = None
+) -> ProviderFactory:
     """`provider_for` as the app wires it (wiring.ProviderFactory, app settings), pointed at the emulator with the
-    emulator's static test credential. A new factory is a fresh process: nothing remembered."""
+    emulator's static test credential. A new factory is a fresh process: nothing remembered. With `clock`, the
+    provider's write budget runs on the test's clock too (a Retry-After is waited out on it, as the shell does)."""
     settings = Settings.from_environment(
         {
             "AzureWebJobsStorage": "UseDevelopmentStorage=true",
@@ -174,6 +181,7 @@ def emulator_providers(arm: ArmEmulator, function_subnet_id: str, clusters_resou
             "retry_backoff_max_s": 0.05,
             "delete_retry_backoff_s": 0.01,
             "network_poll_interval_s": 0.02,
+            **({"clock": clock.seconds} if clock is not None else {}),
         },
     )
 
@@ -314,7 +322,7 @@ def harness(arm: ArmEmulator, store: TableStateStore) -> Harness:
     queue = InMemoryReconcileQueue()
     deps = ReconcileDeps(
         store=store,
-        provider_for=emulator_providers(arm, function_subnet_id),
+        provider_for=emulator_providers(arm, function_subnet_id, clock=clock),
         ray_reader=ray,
         token_for=partial(cluster_token, TOKEN_KEY),
         clock=clock,
@@ -712,7 +720,7 @@ def test_a_fresh_process_takes_the_head_address_from_stored_state_instead_of_rea
     harness.tick()
     function_subnet_id = f"{harness.app_vnet_id}/subnets/functions"
     harness.service.deps = replace(
-        harness.service.deps, provider_for=emulator_providers(harness.arm, function_subnet_id)
+        harness.service.deps, provider_for=emulator_providers(harness.arm, function_subnet_id, clock=harness.clock)
     )
     harness.arm.reset_counts()
 
@@ -730,7 +738,8 @@ def test_a_config_naming_another_resource_group_goes_to_the_clusters_group_and_t
 ) -> None:
     function_subnet_id = f"{harness.app_vnet_id}/subnets/functions"
     harness.service.deps = replace(
-        harness.service.deps, provider_for=emulator_providers(harness.arm, function_subnet_id, "rg-dev-clusters")
+        harness.service.deps,
+        provider_for=emulator_providers(harness.arm, function_subnet_id, "rg-dev-clusters", clock=harness.clock),
     )
     harness.service.clusters_resource_group = "rg-dev-clusters"
     body = cluster_yaml(harness.arm.subscription_id).replace("Spot}", "Low}")
