@@ -7,6 +7,9 @@ It serves HTTPS on 127.0.0.1 with a throwaway CA from `trustme`; clients trust i
   with inline network interface and public IP configurations (`networkApiVersion`) and `deleteOption` cascade;
   as in Azure, only `list_all(statusOnly=true)` and the instanceView GET carry the instance view (power state,
   `ProvisioningState/failed/<code>`); a resource-group list shows provisioning state and tags only;
+- virtual machine scale sets in Flexible orchestration (scale_sets.py): capacity writes whose VMs appear over time
+  as ordinary VMs of the resource group, Spot Priority Mix, delete instances by VM name, capacity lowered by
+  evictions and deletions, the set's deletion taking its VMs along;
 - network interfaces, public IP addresses, disks (list/GET/DELETE; NICs and public IPs also PUT);
 - network security groups (with Azure's default rules), virtual networks and subnets;
 - virtual network peerings (PUT/GET/DELETE, listed inline in the VNet as Azure does): `peeringState` Initiated
@@ -44,8 +47,9 @@ models ARM's real semantics. Each part has its own constructor option, on in str
   enforces RBAC as soon as one grant exists: a test that grants nothing is not authorized-checked; `rbac=True`
   enforces it even with no grant (everything is refused); `rbac=False` never.
 - `throttling`: ARM's per-subscription, per-principal read/write/delete buckets and Compute's and Network's own
-  budgets (`budgets=ThrottleBudgets(...)`, see throttling.py), reported in `x-ms-ratelimit-remaining-*` headers;
-  an exhausted budget answers 429 with Retry-After.
+  budgets (`budgets=ThrottleBudgets(...)`, see throttling.py; Compute's write policies for VMs and scale sets, a
+  scale-set write charging one count per VM it adds or removes), reported in `x-ms-ratelimit-remaining-*` headers;
+  an exhausted budget answers 429 with Retry-After. With `clock=`, budgets and operations run on the caller's clock.
 
 Usage::
 
