@@ -36,6 +36,7 @@ from autoscaler.config import (
 from autoscaler.ports import BuildContext, CloudProvider, InvalidRequestError, ProviderPlugin, SshPolicy
 from autoscaler.settings import Settings
 from provisioning.azure.offerings import azure_offering
+from provisioning.azure.retail_prices import RetailPrices, azure_options
 
 # --------------------------------------------------------------------------------------------
 # The provider section
@@ -485,10 +486,11 @@ def build(config: ClusterConfig, context: BuildContext) -> CloudProvider:
     from provisioning.azure.provider import AzureCloudProvider, AzureSettings
 
     provider = azure_provider(config)
+    RETAIL_PRICES.configure_from(context)  # once per process: retail prices, cached in the app's `prices` table
     azure_settings = AzureSettings(
         subscription_id=provider.subscription_id or context.settings.clusters_subscription_id,
         function_subnet_id=context.settings.function_subnet_id,
-        **context.options,
+        **azure_options(context.options),
     )
     if context.credential_factory is not None:
         return AzureCloudProvider(config, context.credential_factory(), azure_settings)
@@ -600,6 +602,9 @@ def azure_node_price(node_type: NodeTypeConfig) -> tuple[float, str] | None:
     return price, f"price class of {parameters.vmSize}{' (spot)' if parameters.is_spot else ''}"
 
 
+# Retail prices of the cluster's region (provisioning/azure/retail_prices.py), these price classes as the fallback.
+RETAIL_PRICES = RetailPrices(fallback=azure_node_price)
+
 AZURE = ProviderPlugin(
     type="azure",
     config_model=AzureProviderConfig,
@@ -610,7 +615,7 @@ AZURE = ProviderPlugin(
     check_node_config=check_node_config,
     ignored_provider_fields=IGNORED_PROVIDER_FIELDS,
     place=place,
-    prices=azure_node_price,
+    prices=RETAIL_PRICES,
     offering=azure_offering,
     ssh=SshPolicy(
         generates_key_pair=True,

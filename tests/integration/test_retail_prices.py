@@ -371,3 +371,23 @@ def _closed_storage(azurite: Azurite) -> str:
 def test_the_recorded_pages_are_valid_json_with_the_live_link_form() -> None:
     first = json.loads((RECORDING / "eastus-page-1.json").read_text())
     assert first["NextPageLink"].startswith(f"{LIVE_ORIGIN}{PATH}?api-version=2023-01-01-preview&$filter={{filter}}")
+
+
+def test_the_azure_plugin_prices_node_types_by_retail_prices_once_its_build_configured_them(
+    api: RecordedApi, settings: Settings
+) -> None:
+    from provisioning.azure.plugin import AZURE, RETAIL_PRICES
+
+    assert AZURE.prices is RETAIL_PRICES
+    config = azure_config("East US", b_d2s_v3={"size": "Standard_D2s_v3"}, a_d2als_v7={"size": "Standard_D2als_v7"})
+    saved = RETAIL_PRICES.book
+    RETAIL_PRICES.configure(None)
+    try:
+        # What the plugin's `build` does with the app's BuildContext (here pointed at the loopback recording).
+        RETAIL_PRICES.configure_from(
+            BuildContext(settings=settings, options={"retail_prices_url": api.url}), environment={}
+        )
+        # The planner finds the hook through the plugin registry, located at the cluster's region.
+        assert launches_for_three_pending_bundles(PlannerConfig.from_cluster_config(config)) == [("a_d2als_v7", 3)]
+    finally:
+        RETAIL_PRICES.configure(saved)
