@@ -88,6 +88,10 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
     # configuration problem that retrying cannot fix.
     ErrorRule("LinkedAuthorizationFailed", InvalidRequestError, 0.0, "the app's identity lacks a right on a linked "
               "resource (subnet or image in another resource group: see docs/deploy.md)"),
+    # A write to a VM or scale set while another write to it runs (ARM RPC: "never more than one ongoing PUT", 409
+    # Conflict; Azure/azure-cli#15765): a scale set's capacity write during its scale-out, e.g.; passes once it ends.
+    ErrorRule("Conflict", TransientError, 0.0, "another write to it is still running",
+              message_contains="concurrent request"),
     # Any other OperationNotAllowed (e.g. "VM is being deleted") passes once the other operation ends.
     ErrorRule("OperationNotAllowed", TransientError, 0.0, "operation not allowed in the current state"),
     ErrorRule("ResourceNotFound", NotFoundError, 0.0, "resource not found"),

@@ -17,8 +17,10 @@ import pytest
 
 from autoscaler.config import ClusterConfig, parse_cluster_config
 from autoscaler.model import CloudState, LaunchRequest
+from autoscaler.ports import ThrottledError, TransientError
 from provisioning.azure.provider import AzureCloudProvider, AzureSettings
 from provisioning.azure.scale_sets import scale_set_name_for
+from tests.support.arm.throttling import BATCHED_VM_REQUESTS, ThrottleBudgets, Window
 from tests.support.arm_emulator import ArmEmulator
 from tests.support.arm_rules import ArmRuleViolation, validate_request
 from tests.support.provider_contract import POOL_CONTRACT_CHECKS, launch_request_for
@@ -390,3 +392,33 @@ def test_delete_instances_of_a_vm_not_in_the_set_is_refused_and_deletes_nothing(
         )
     assert refused.value.status_code == 400
     assert len([vm for vm in provider.list_instances("demo") if vm.pool == POOL_TYPE]) == 2
+
+
+# ------------------------------------------------------------------------------------------ Compute's budgets
+
+
+def test_a_capacity_write_is_charged_one_count_per_vm_and_refused_whole_when_the_batch_budget_is_short() -> None:
+    defaults = ThrottleBudgets()
+    batched = (Window("VMScaleSetBatchedVMRequests5Min", 10, 300.0),)
+    budgets = replace(defaults, compute={**defaults.compute, BATCHED_VM_REQUESTS: batched})
+    with ArmEmulator(strict=True, budgets=budgets) as arm:
+        config = make_config(arm)
+        provider = make_provider(arm, config)
+        provider.launch(pool_request(config, "w1", 4))
+        headers = provider.clients.budget.remaining("VMScaleSetBatchedVMRequests")
+        assert headers == 6  # 4 VMs of 10
+        next_tick(arm)
+        (outcome,) = provider.launch_many([pool_request(config, "w9", 12)])  # 8 more: only 6 left
+        assert isinstance(outcome, ThrottledError)
+        assert scale_set(arm, config)["sku"]["capacity"] == 4  # nothing changed
+        assert any(code == "OperationNotAllowed" for _, _, status, code, _ in arm.error_log if status == 429)
+
+
+def test_a_capacity_write_during_the_sets_scale_out_is_refused_as_transient(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    provider.launch(pool_request(config, "w1", 3))
+    (outcome,) = provider.launch_many([pool_request(config, "w4", 4)])  # the scale-out to 3 still runs
+    assert isinstance(outcome, TransientError)
+    next_tick(arm)
+    assert provider.launch_many([pool_request(config, "w4", 4)]) == [None]

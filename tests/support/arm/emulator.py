@@ -611,7 +611,7 @@ class ArmEmulator:
             status, route_headers, payload = self._route(
                 method, path, query=query, raw_query=raw_query, document=document, fault=fault
             )
-            return status, {**answer_headers, **route_headers}, payload
+            return status, _merge_headers(answer_headers, route_headers), payload
         except ArmHttpError as error:
             status, error_headers, payload = error_response(error)
             return status, {**answer_headers, **error_headers}, payload
@@ -684,10 +684,12 @@ class ArmEmulator:
             self._throttle.charge_network(self.subscription_id, method)
         return {}
 
-    def _charge_batched(self, vm_count: int) -> None:
-        """A scale-set write that adds or removes `vm_count` VMs charges that many counts (throttling.py)."""
+    def _charge_batched(self, vm_count: int) -> dict[str, str]:
+        """A scale-set write that adds or removes `vm_count` VMs charges that many counts (throttling.py); the
+        policy's remaining count, for the answer's `x-ms-ratelimit-remaining-resource`."""
         if self.throttling and vm_count > 0:
-            self._throttle.charge_compute(self.subscription_id, BATCHED_VM_REQUESTS, count=vm_count)
+            return self._throttle.charge_compute(self.subscription_id, BATCHED_VM_REQUESTS, count=vm_count)
+        return {}
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         for fault in self._faults:
@@ -1841,6 +1843,18 @@ class _ArmRequestHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the request log is kept in the emulator itself."""
+
+
+RESOURCE_BUDGET_HEADER = "x-ms-ratelimit-remaining-resource"
+
+
+def _merge_headers(first: dict[str, str], second: dict[str, str]) -> dict[str, str]:
+    """Both header sets; every Compute policy a request was charged to is one entry of the same
+    `x-ms-ratelimit-remaining-resource` (troubleshooting-throttling-errors), so that header's values are joined."""
+    merged = {**first, **second}
+    if first.get(RESOURCE_BUDGET_HEADER) and second.get(RESOURCE_BUDGET_HEADER):
+        merged[RESOURCE_BUDGET_HEADER] = f"{first[RESOURCE_BUDGET_HEADER]},{second[RESOURCE_BUDGET_HEADER]}"
+    return merged
 
 
 def _strip_internal(value: Any) -> Any:

@@ -141,7 +141,7 @@ class ScaleSets:
         self._check_subnets(body)
         state = self.states.get(key) or ScaleSetState()
         have = len(self.members(scale_set_id)) + len(state.pending)
-        self.arm._charge_batched(abs(capacity - have))  # before anything changes: a 429 changes nothing
+        charged = self.arm._charge_batched(abs(capacity - have))  # before anything changes: a 429 changes nothing
         resource = existing
         if resource is None:
             from tests.support.arm.emulator import _Resource
@@ -164,7 +164,7 @@ class ScaleSets:
         resource.operation_id = operation.operation_id
         resource.goal_digest = goal
         resource.body["properties"]["provisioningState"] = "Updating" if existing else "Creating"
-        headers = self.arm._put_headers(operation.operation_id)
+        headers = {**self.arm._put_headers(operation.operation_id), **charged}
         snapshot = self.arm._render(resource, expand="")
         self.arm._complete_if_due(operation.operation_id)
         return (200 if existing else 201), headers, snapshot
@@ -314,7 +314,7 @@ class ScaleSets:
                 target="instanceIds",
             )
         chosen = {str(name).lower() for name in instance_ids}
-        self.arm._charge_batched(len(chosen))
+        charged = self.arm._charge_batched(len(chosen))
         for name in chosen:
             self.arm._delete(by_name[name].body["id"], 0)
         self.refresh_capacity(resource)
@@ -323,7 +323,7 @@ class ScaleSets:
         )
         resource.operation_id = operation.operation_id
         resource.body["properties"]["provisioningState"] = "Updating"
-        headers = self.arm._delete_headers(operation)
+        headers = {**self.arm._delete_headers(operation), **charged}
         self.arm._complete_if_due(operation.operation_id)
         return 202, headers, None
 
