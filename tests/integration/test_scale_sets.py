@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,9 +18,10 @@ import pytest
 
 from autoscaler.config import ClusterConfig, parse_cluster_config
 from autoscaler.model import CloudState, LaunchRequest
-from autoscaler.ports import ThrottledError, TransientError
+from autoscaler.ports import InvalidRequestError, ThrottledError, TransientError
 from provisioning.azure.provider import AzureCloudProvider, AzureSettings
 from provisioning.azure.scale_sets import scale_set_name_for
+from tests.support.arm.rbac import CLUSTERS_ROLE_FILE
 from tests.support.arm.throttling import BATCHED_VM_REQUESTS, ThrottleBudgets, Window
 from tests.support.arm_emulator import ArmEmulator
 from tests.support.arm_rules import ArmRuleViolation, validate_request
@@ -422,3 +424,39 @@ def test_a_capacity_write_during_the_sets_scale_out_is_refused_as_transient(arm:
     assert isinstance(outcome, TransientError)
     next_tick(arm)
     assert provider.launch_many([pool_request(config, "w4", 4)]) == [None]
+
+
+# ------------------------------------------------------------------------------------------ rights
+
+
+SCALE_SET_ACTIONS = (
+    "Microsoft.Compute/virtualMachineScaleSets/read",
+    "Microsoft.Compute/virtualMachineScaleSets/write",
+    "Microsoft.Compute/virtualMachineScaleSets/delete",
+    "Microsoft.Compute/virtualMachineScaleSets/delete/action",
+)
+
+
+def test_the_clusters_role_needs_the_scale_set_actions_to_run_a_scale_set_node_type(arm: ArmEmulator) -> None:
+    """What docs/decisions/scale-sets.md ("Rights") says the role lacks: with only today's role, the capacity write
+    is refused; with the scale-set actions added, the whole life of a set goes through."""
+    group = arm.resource_group_scope(RESOURCE_GROUP)
+    role = json.loads(CLUSTERS_ROLE_FILE.read_text())
+    arm.grant(role, group)
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    (refused,) = provider.launch_many([pool_request(config, "w1", 1)])
+    assert isinstance(refused, InvalidRequestError)
+    assert "AuthorizationFailed" in str(refused)
+    arm.grant([*role, *SCALE_SET_ACTIONS], group)
+    assert provider.launch_many([pool_request(config, "w1", 2)]) == [None]
+    next_tick(arm)
+    (vm, _) = [vm for vm in provider.list_instances("demo") if vm.pool == POOL_TYPE]
+    assert provider.terminate_many("demo", [vm.instance_id]) == [None]
+    next_tick(arm)
+    for _ in range(6):
+        report = provider.destroy_cluster("demo")
+        next_tick(arm)
+        if report.complete:
+            break
+    assert report.complete, report.remaining

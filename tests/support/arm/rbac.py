@@ -46,6 +46,7 @@ VNET = "Microsoft.Network/virtualNetworks"
 SUBNET = "Microsoft.Network/virtualNetworks/subnets"
 PEERING = "Microsoft.Network/virtualNetworks/virtualNetworkPeerings"
 VM = "Microsoft.Compute/virtualMachines"
+SCALE_SET = "Microsoft.Compute/virtualMachineScaleSets"
 ROUTE_TABLE = "Microsoft.Network/routeTables"
 
 # Azure's spelling of the resource types the emulator serves (RBAC actions keep the provider's casing).
@@ -53,6 +54,7 @@ _CANONICAL_TYPES = {
     name.lower(): name
     for name in (
         VM,
+        SCALE_SET,
         "Microsoft.Compute/virtualMachines/instanceView",
         "Microsoft.Compute/disks",
         NIC,
@@ -229,6 +231,8 @@ def _linked_checks(resource_type: str, path: str, document: Mapping[str, Any]) -
         image_id = ((properties.get("storageProfile") or {}).get("imageReference") or {}).get("id")
         if image_id:
             found.append(AccessCheck(_image_read_action(image_id), image_id, linked=True))
+    elif resource_type == SCALE_SET:
+        found += _scale_set_links(path, properties)
     elif resource_type == NIC:
         found += _nic_links(path, properties)
     elif resource_type == VNET:
@@ -240,6 +244,19 @@ def _linked_checks(resource_type: str, path: str, document: Mapping[str, Any]) -
         remote = (properties.get("remoteVirtualNetwork") or {}).get("id")
         if remote:
             found.append(AccessCheck(f"{VNET}/peer/action", remote, linked=True))
+    return found
+
+
+def _scale_set_links(path: str, properties: Mapping[str, Any]) -> list[AccessCheck]:
+    """A scale set's VM profile joins its NIC configurations' subnets (and NSGs) and reads its image, as a VM's
+    inline NICs do; the NICs themselves are Compute's to create for each VM, checked as the VM's."""
+    profile = properties.get("virtualMachineProfile") or {}
+    found: list[AccessCheck] = []
+    for configuration in (profile.get("networkProfile") or {}).get("networkInterfaceConfigurations") or []:
+        found += _nic_links(path, configuration.get("properties") or {})
+    image_id = ((profile.get("storageProfile") or {}).get("imageReference") or {}).get("id")
+    if image_id:
+        found.append(AccessCheck(_image_read_action(image_id), image_id, linked=True))
     return found
 
 
