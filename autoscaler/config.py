@@ -507,6 +507,10 @@ class ClusterConfig(_Frozen):
             for name in FIELDS_ADDED_SINCE_V1:
                 if getattr(self, name) == type(self).model_fields[name].get_default(call_default_factory=True):
                     document.pop(name, None)
+            for node_name, node_type in self.available_node_types.items():
+                for name in NODE_TYPE_FIELDS_ADDED_SINCE_V1:
+                    if getattr(node_type, name) == NodeTypeConfig.model_fields[name].get_default():
+                        document["available_node_types"][node_name].pop(name, None)
             text = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
             candidates = {self.to_json(), text}
             return any(stored_hash == hashlib.sha256(c.encode("utf-8")).hexdigest() for c in candidates)
@@ -576,6 +580,8 @@ HASH_VERSION = "v2"
 
 FIELDS_ADDED_SINCE_V1 = ("conserve_gpu_nodes", "autostop")
 """Top-level config fields that releases of the unversioned hash scheme did not have (see `is_same_config`)."""
+NODE_TYPE_FIELDS_ADDED_SINCE_V1 = ("spot_fallback",)
+"""The same, for fields of each node type."""
 
 LEGACY_HASH_VERSION = "v1"
 """The unversioned scheme of earlier releases: a bare sha256 hex digest of the whole config's JSON."""
