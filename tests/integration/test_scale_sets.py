@@ -460,3 +460,27 @@ def test_the_clusters_role_needs_the_scale_set_actions_to_run_a_scale_set_node_t
         if report.complete:
             break
     assert report.complete, report.remaining
+
+
+# ------------------------------------------------------------------------------------------ the emulator's own rules
+
+
+def test_a_patch_of_the_capacity_scales_the_set_and_the_orchestration_mode_cannot_change(arm: ArmEmulator) -> None:
+    config = make_config(arm)
+    provider = make_provider(arm, config)
+    request = pool_request(config, "w1", 1)
+    provider.launch(request)
+    next_tick(arm)
+    name = scale_set_name_for("demo", POOL_TYPE)
+    compute = provider.clients.compute
+    compute.virtual_machine_scale_sets.begin_update(RESOURCE_GROUP, name, {"sku": {"capacity": 3}}, polling=False)
+    next_tick(arm)
+    assert len([vm for vm in provider.list_instances("demo") if vm.pool == POOL_TYPE]) == 3
+    body = provider.batches.scale_sets.body(request, provider.nodes_subnet_id(), 3)
+    body["properties"]["orchestrationMode"] = "Uniform"
+    from azure.core.exceptions import HttpResponseError
+
+    with pytest.raises(HttpResponseError) as refused:
+        compute.virtual_machine_scale_sets.begin_create_or_update(RESOURCE_GROUP, name, body, polling=False)
+    assert refused.value.status_code in (409, 501)
+    assert scale_set(arm, config)["properties"]["orchestrationMode"] == "Flexible"
