@@ -119,10 +119,10 @@ class ScaleSets:
         merged = self._merged(existing, document) if method == "PATCH" else json.loads(json.dumps(document))
         properties = merged.setdefault("properties", {})
         mode = str(properties.get("orchestrationMode") or "")
+        if existing is not None and mode.lower() != str(existing.body["properties"].get("orchestrationMode")).lower():
+            raise ArmHttpError(409, "PropertyChangeNotAllowed", "Changing property 'orchestrationMode' is not allowed.")
         if mode.lower() != "flexible":
             raise ArmHttpError(501, "NotImplemented", "the emulator models scale sets in Flexible orchestration only")
-        if existing is not None and mode != existing.body["properties"].get("orchestrationMode"):
-            raise ArmHttpError(409, "PropertyChangeNotAllowed", "Changing property 'orchestrationMode' is not allowed.")
         capacity = int((merged.get("sku") or {}).get("capacity") or 0)
         body: JsonDict = {
             "id": scale_set_id,
