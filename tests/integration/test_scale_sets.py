@@ -486,3 +486,17 @@ def test_a_patch_of_the_capacity_scales_the_set_and_the_orchestration_mode_canno
         compute.virtual_machine_scale_sets.begin_create_or_update(RESOURCE_GROUP, name, model, polling=False)
     assert refused.value.status_code == 409
     assert scale_set(arm, config)["properties"]["orchestrationMode"] == "Flexible"
+
+
+def test_a_steady_state_list_of_a_scale_set_cluster_is_one_read_after_the_sets_first_sighting() -> None:
+    with ArmEmulator(strict=True, page_size=AZURE_VM_LIST_PAGE_SIZE) as arm:
+        config = make_config(arm)
+        provider = make_provider(arm, config)
+        provider.launch(pool_request(config, "w1", 10))
+        next_tick(arm)
+        arm.reset_counts()
+        provider.list_instances("demo")  # the set's VMs are seen: its tags are read once
+        assert arm.reads == 2
+        arm.reset_counts()
+        assert len([vm for vm in provider.list_instances("demo") if vm.pool == POOL_TYPE]) == 10
+        assert (arm.reads, arm.writes) == (1, 0)
