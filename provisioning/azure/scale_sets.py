@@ -92,7 +92,9 @@ class ScaleSetTemplate:
         # The same OS profile, disk and cloud-init as one VM, rendered for the set rather than for one launch: every VM
         # of the set boots from this one custom data, so it names no launch (no record's instance id) and stays the
         # same from one capacity write to the next (docs/decisions/scale-sets.md, "What each VM reports").
-        single = self.vm_template.body(replace(request, instance_id=name, request_id=""), name, subnet_id)
+        # A launch's own priority does not apply: the set's VMs take the node type's (and its priority mix).
+        for_the_set = replace(request, instance_id=name, request_id="", priority="")
+        single = self.vm_template.body(for_the_set, name, subnet_id)
         os_profile = dict(single["properties"]["osProfile"])
         os_profile.pop("computerName")
         os_profile["computerNamePrefix"] = name[:15]  # Azure appends 6 characters per VM

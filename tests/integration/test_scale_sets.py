@@ -186,9 +186,11 @@ def test_the_scale_set_model_is_the_same_from_one_capacity_write_to_the_next(arm
     config = make_config(arm)
     provider = make_provider(arm, config)
     subnet_id = provider.ensure_network()
-    first = provider.batches.scale_sets.body(pool_request(config, "w1", 1), subnet_id, 1)
-    later = provider.batches.scale_sets.body(pool_request(config, "w9", 9), subnet_id, 9)
-    assert first["properties"] == later["properties"]
+    first = provider.batches.scale_sets.body(pool_request(config, "w1", 1, node_type=MIX_TYPE), subnet_id, 1)
+    regular_launch = replace(pool_request(config, "w9", 9, node_type=MIX_TYPE), priority="regular")
+    later = provider.batches.scale_sets.body(regular_launch, subnet_id, 9)
+    assert first["properties"] == later["properties"]  # a launch's own priority does not change the set
+    assert later["properties"]["virtualMachineProfile"]["priority"] == "Spot"
 
 
 # ------------------------------------------------------------------------------------------ growing and shrinking
