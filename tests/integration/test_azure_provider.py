@@ -414,6 +414,23 @@ def test_spot_worker_carries_priority_eviction_policy_and_max_price(arm: ArmEmul
     assert properties["billingProfile"] == {"maxPrice": 0.05}
 
 
+@pytest.mark.parametrize(
+    ("node_type", "priority", "expected"),
+    [(SPOT_TYPE, "regular", None), (SPOT_TYPE, "", "Spot"), (ON_DEMAND_TYPE, "spot", "Spot")],
+)
+def test_a_launch_priority_overrides_the_node_types(
+    arm: ArmEmulator, node_type: str, priority: str, expected: str | None
+) -> None:
+    config = make_config(arm)
+    request = replace(make_request(config, "worker0001", node_type=node_type), priority=priority)
+    make_provider(arm, config).launch(request)
+
+    properties = vm_snapshot(arm, config, "worker0001")["properties"]
+
+    assert properties.get("priority") == expected
+    assert ("evictionPolicy" in properties) is (expected == "Spot")
+
+
 def test_nic_os_disk_and_public_ip_are_deleted_with_the_vm(arm: ArmEmulator) -> None:
     config = make_config(arm, ssh_allowed_cidrs=["203.0.113.0/24"])
     make_provider(arm, config).launch(make_request(config, "head0001"))
