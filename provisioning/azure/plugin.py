@@ -388,8 +388,8 @@ def check_node_config(node_config: Mapping[str, Any], path: str, errors: FieldEr
 
 
 STANDBY_POOL_NOT_SUPPORTED = (
-    "standby pools are not supported yet: no Azure SDK for Microsoft.StandbyPool is installed "
-    "(docs/decisions/scale-sets.md)"
+    "standby pools are not supported: Azure's standby pool provider needs broad built-in roles, and its VMs would "
+    "join Ray before the scale set takes them (docs/decisions/scale-sets.md)"
 )
 
 
