@@ -904,8 +904,17 @@ def _launch_request(
         control_plane_url=deps.control_plane_url,
         availability_zone=record.availability_zone,
         labels=dict(node_type.labels),
-        pool_target=sum(1 for r in tick.records.values() if r.node_type == record.node_type and r.status.is_live),
+        pool_target=_pool_target(tick, record.node_type),
         priority=record.priority,
+    )
+
+
+def _pool_target(tick: _Tick, node_type: str) -> int:
+    """The capacity a scale-set node type should have: its live records, but not those being terminated (a scale set
+    lowers its capacity when it accepts their deletion; counting them would make it create one VM too many each)."""
+    leaving = (S.TERMINATING,)
+    return sum(
+        1 for r in tick.records.values() if r.node_type == node_type and r.status.is_live and r.status not in leaving
     )
 
 

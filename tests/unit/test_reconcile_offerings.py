@@ -445,3 +445,31 @@ def test_ray_registers_a_bound_scale_set_vm_under_its_name():
 def test_a_preempt_deadline_from_the_agent_is_carried_on_the_ray_node():
     node = RayNode("n1", "i1", "spot", RayNodeStatus.DRAINING, 0, {}, {}, preempt_deadline=T0)
     assert RayState(nodes=(node,)).nodes[0].preempt_deadline == T0
+
+
+@dataclass
+class DeletingPoolCloud(PoolCloud):
+    """A scale set whose deleted VMs stay listed as deleting for a while (as Azure's do)."""
+
+    def terminate_many(self, cluster_name: str, instance_ids: Sequence[str]) -> list[CloudError | None]:
+        self.terminate_batches.append(list(instance_ids))
+        for instance_id in instance_ids:
+            key = (cluster_name, instance_id)
+            if key in self.instances:
+                self.instances[key] = replace(self.instances[key], state=CloudState.TERMINATING)
+        return [None] * len(instance_ids)
+
+
+def test_a_scale_set_is_grown_to_its_live_vms_plus_new_launches_not_counting_those_being_deleted():
+    world = World(azure_config(zones="", max_workers=4))
+    world.cloud = DeletingPoolCloud()
+    world.start()
+    world.want(2, 2)
+    world.tick()
+    world.cloud.grow("spot_a1", "spot_b2", "spot_c3")  # c3 is an orphan: deleted, listed as deleting for a while
+    world.tick()
+    world.ray.register("spot_a1", "spot", cpus=2)
+    world.ray.register("spot_b2", "spot", cpus=2)
+    world.want(2, 1)
+    world.tick()
+    assert world.cloud.requests[-1].pool_target == 3  # a1, b2 and the new launch; not c3, whose delete went out
