@@ -40,6 +40,10 @@ PREEMPT_WATCH_MODULE = "provisioning.head.preempt_watch"
 # Service: the one place the code names this address (the watch has no default); tests and the local provider give the
 # watch a loopback URL instead.
 AZURE_SCHEDULED_EVENTS_URL = "http://169.254.169.254/metadata/scheduledevents?api-version=2020-07-01"
+# The VM's own name, from Azure's Instance Metadata Service on the VM ("compute/name" in `format=text`): what a scale
+# set's VM reads at boot (NodeBootSpec.name_from_metadata). Only the boot script on the VM calls it.
+AZURE_INSTANCE_NAME_URL = "http://169.254.169.254/metadata/instance/compute/name?api-version=2021-02-01&format=text"
+NAME_FROM_METADATA = "@metadata"  # the placeholder the boot script replaces with the VM's name
 DEFAULT_RAY_VERSION = "2.60.0"
 # Azure's limit for osProfile.customData: "The maximum length of the binary array is 65535 bytes" (the decoded
 # bytes, before base64), one byte short of 64 KiB.
@@ -67,6 +71,10 @@ class NodeBootSpec:
     labels: Mapping[str, str] = field(default_factory=dict)  # the node type's labels, for Ray's label selectors
     # The VM's name as Azure's Scheduled Events list it; "" = the name the Azure provider gives the instance's VM.
     vm_name: str = ""
+    # A scale set's VM: one custom data serves every VM of the set, so no launch's id is in it. The VM reads its own
+    # name from Azure's instance metadata at boot and uses it as its instance id (what the control plane lists it
+    # under and binds to a launch: docs/decisions/scale-sets.md) and as its name for Scheduled Events.
+    name_from_metadata: bool = False
 
 
 def ray_start_arguments(spec: NodeBootSpec) -> list[str]:
@@ -120,7 +128,7 @@ def render_cloud_config(spec: NodeBootSpec) -> str:
     credential_units = ["ray-node", "ray-preempt-watch", *(["ray-head-agent"] if spec.is_head else [])]
     values = {
         "cluster_name": spec.cluster_name,
-        "instance_id": spec.instance_id,
+        "instance_id": NAME_FROM_METADATA if spec.name_from_metadata else spec.instance_id,
         "node_type": spec.node_type,
         "node_role": role,
         "ssh_user": spec.ssh_user,
@@ -135,7 +143,9 @@ def render_cloud_config(spec: NodeBootSpec) -> str:
         "boot_phase_url": boot_phase_url(spec),
         "head_agent_url": head_agent_url(spec),
         "scheduled_events_url": AZURE_SCHEDULED_EVENTS_URL,
-        "vm_name": vm_name_of(spec),
+        "vm_name": NAME_FROM_METADATA if spec.name_from_metadata else vm_name_of(spec),
+        "instance_metadata_name_url": AZURE_INSTANCE_NAME_URL,
+        "name_from_metadata": NAME_FROM_METADATA,
         "credential_units": " ".join(credential_units),
     }
     files: list[dict[str, str]] = [

@@ -100,6 +100,8 @@ class VmTemplate:
             head_address=request.head_address,
             control_plane_url=request.control_plane_url,
             labels=request.labels,
+            # A scale set's VMs share one custom data: each takes its instance id from its own name at boot.
+            name_from_metadata=request.node_config.get("azure_scale_set") is not None,
         )
 
     def wants_public_ip(self, request: LaunchRequest) -> bool:

@@ -483,7 +483,7 @@ def test_cloud_config_keeps_the_token_in_a_root_only_file_and_starts_ray_with_to
     unit = files["/etc/systemd/system/ray-node.service"]["content"]
     for line in (
         "Environment=RAY_AUTH_MODE=token",
-        "Environment=RAY_CLOUD_INSTANCE_ID=worker0001",
+        "EnvironmentFile=/etc/ray/node.env",  # RAY_CLOUD_INSTANCE_ID, written by bootstrap.sh
         "Environment=RAY_enable_autoscaler_v2=1",
         "LoadCredential=cluster-token:/etc/ray/cluster-token",
     ):
@@ -492,6 +492,7 @@ def test_cloud_config_keeps_the_token_in_a_root_only_file_and_starts_ray_with_to
     assert "--address=10.100.0.4:6379" in start
     assert "--num-cpus=4" in start
     assert "sudo -u ubuntu -H bash -lc 'echo $HOME'" in files["/opt/ray/bootstrap.sh"]["content"]
+    assert 'INSTANCE_ID="worker0001"' in files["/opt/ray/bootstrap.sh"]["content"]
     assert "secret-cluster-token" not in str(document["runcmd"])
 
 

@@ -180,6 +180,7 @@ def test_the_scale_set_boots_its_vms_with_the_same_cloud_init_as_a_single_worker
     cloud_config = gzip.decompress(base64.b64decode(custom_data))
     assert b"/etc/ray/cluster-token" in cloud_config
     assert request.instance_id.encode() not in cloud_config  # no launch's id: every VM of the set boots from it
+    assert b"@metadata" in cloud_config  # each VM takes its own name from the instance metadata at boot
 
 
 def test_the_scale_set_model_is_the_same_from_one_capacity_write_to_the_next(arm: ArmEmulator) -> None:

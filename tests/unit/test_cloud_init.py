@@ -12,6 +12,7 @@ import shutil
 import string
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -286,16 +287,53 @@ def test_every_vm_runs_the_preempt_watch_on_azures_scheduled_events_naming_its_v
     assert exec_start == (
         "ExecStart=/usr/bin/python3 -m provisioning.head.preempt_watch"
         ' --scheduled-events-url "http://169.254.169.254/metadata/scheduledevents?api-version=2020-07-01"'
-        f" --vm-name {vm_name} --instance-id {spec.instance_id} --agent-url {agent_url}"
+        f" --vm-name ${{VM_NAME}} --instance-id ${{RAY_CLOUD_INSTANCE_ID}} --agent-url {agent_url}"
     )
+    assert "EnvironmentFile=/etc/ray/node.env" in unit
+    assert node_env(files["/opt/ray/bootstrap.sh"]) == {"RAY_CLOUD_INSTANCE_ID": spec.instance_id, "VM_NAME": vm_name}
     assert "User=ubuntu" in unit
     assert "systemctl enable --now ray-preempt-watch.service" in files["/opt/ray/bootstrap.sh"]
     assert TOKEN not in unit
 
 
 def test_a_given_vm_name_is_what_the_watch_looks_for() -> None:
-    unit = written_files(boot_spec(is_head=False, vm_name="pool_3"))["/etc/systemd/system/ray-preempt-watch.service"]
-    assert " --vm-name pool_3 " in unit
+    bootstrap = written_files(boot_spec(is_head=False, vm_name="pool_3"))["/opt/ray/bootstrap.sh"]
+    assert node_env(bootstrap)["VM_NAME"] == "pool_3"
+
+
+def test_a_scale_set_vm_takes_its_instance_id_and_name_from_the_instance_metadata_at_boot() -> None:
+    files = written_files(boot_spec(is_head=False, instance_id="ray-demo-cpu", name_from_metadata=True))
+    assert "ray-demo-cpu" not in files["/opt/ray/bootstrap.sh"]  # one custom data for every VM of the set
+    assert node_env(files["/opt/ray/bootstrap.sh"], metadata_name="ray-demo-cpu_1a2b3c4d") == {
+        "RAY_CLOUD_INSTANCE_ID": "ray-demo-cpu_1a2b3c4d",
+        "VM_NAME": "ray-demo-cpu_1a2b3c4d",
+    }
+    assert "EnvironmentFile=/etc/ray/node.env" in files["/etc/systemd/system/ray-node.service"]
+
+
+def node_env(bootstrap: str, *, metadata_name: str = "") -> dict[str, str]:
+    """Run the part of bootstrap.sh that settles this VM's instance id and name, with /etc/ray in a temporary folder
+    and a `curl` that answers as Azure's instance metadata would (a test never calls the real address)."""
+    start = bootstrap.index('INSTANCE_ID="')
+    end_instance = bootstrap.index("\n", bootstrap.index('VM_NAME="')) + 1
+    block_start = bootstrap.index("# A scale set's VM boots")
+    block_end = bootstrap.index(">/etc/ray/node.env") + len(">/etc/ray/node.env")
+    with tempfile.TemporaryDirectory() as folder:
+        fake_bin = Path(folder, "bin")
+        fake_bin.mkdir()
+        curl = fake_bin / "curl"
+        curl.write_text(f"#!/bin/sh\necho {metadata_name}\n")
+        curl.chmod(0o755)
+        script = (
+            "set -euo pipefail\n"
+            + bootstrap[start:end_instance]
+            + bootstrap[block_start:block_end].replace("/etc/ray", f"{folder}/etc")
+        )
+        subprocess.run(
+            ["bash", "-c", script], check=True, env={**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+        )
+        lines = Path(folder, "etc", "node.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines)
 
 
 def test_boot_phases_go_to_the_head_agent_on_the_heads_private_ip() -> None:

@@ -10,6 +10,7 @@ RAY_HOME=/opt/ray
 RAY_VERSION="$ray_version"
 NODE_ROLE="$node_role"
 INSTANCE_ID="$instance_id"
+VM_NAME="$vm_name"
 # The head agent, on the head's private IP (the NSG admits the agent's port from the cluster subnet).
 BOOT_PHASE_URL="$boot_phase_url"
 # shellcheck source=boot-functions.sh
@@ -29,6 +30,16 @@ on_exit() {
   fi
 }
 trap 'on_exit $$?' EXIT
+
+# A scale set's VM boots from the set's one custom data: its instance id is its own name, from the instance metadata.
+if [ "$$INSTANCE_ID" = "$name_from_metadata" ]; then
+  boot_step="reading this VM's name from the instance metadata service"
+  INSTANCE_ID="$$(curl -sSf --retry 10 --retry-delay 2 --max-time 10 -H Metadata:true "$instance_metadata_name_url")"
+  VM_NAME="$$INSTANCE_ID"
+fi
+# What the Ray and preemption-watch units run as (EnvironmentFile=); kept across reboots.
+install -d -m 0755 /etc/ray
+printf 'RAY_CLOUD_INSTANCE_ID=%s\nVM_NAME=%s\n' "$$INSTANCE_ID" "$$VM_NAME" >/etc/ray/node.env
 
 # The head's agent starts at the end of this script: only workers can report this early.
 if [ "$$NODE_ROLE" = worker ]; then
