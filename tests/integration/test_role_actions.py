@@ -63,6 +63,7 @@ APP_RESOURCE_GROUP = "rg-dev"
 APP_VNET = "vnet-app"
 HEAD_TYPE = "ray.head.default"
 SPOT_TYPE = "ray.worker.spot"
+POOL_TYPE = "ray.worker.pool"  # a scale-set node type (docs/decisions/scale-sets.md)
 IMAGE = {"imagePublisher": "Canonical", "imageOffer": "ubuntu-24_04-lts", "imageSku": "server"}
 
 # Resource types the provider may touch, in Azure's spelling of RBAC actions; a request on any other type fails
@@ -72,6 +73,7 @@ KNOWN_TYPES = {
     for name in (
         "Microsoft.Compute/virtualMachines",
         "Microsoft.Compute/virtualMachines/instanceView",
+        "Microsoft.Compute/virtualMachineScaleSets",
         "Microsoft.Compute/disks",
         "Microsoft.Compute/locations/operations",
         "Microsoft.Network/networkInterfaces",
@@ -85,6 +87,7 @@ KNOWN_TYPES = {
 }
 VERBS = {"GET": "read", "HEAD": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}
 VM = "Microsoft.Compute/virtualMachines"
+SCALE_SET = "Microsoft.Compute/virtualMachineScaleSets"
 NIC = "Microsoft.Network/networkInterfaces"
 PUBLIC_IP = "Microsoft.Network/publicIPAddresses"
 NSG = "Microsoft.Network/networkSecurityGroups"
@@ -184,11 +187,10 @@ def implicit_on_write(resource_type: str, path: str, document: dict[str, Any], b
     properties = document.get("properties") or {}
     found: list[Permission] = []
     if resource_type == VM:
-        network_profile = properties.get("networkProfile") or {}
-        for reference in network_profile.get("networkInterfaces") or []:
-            found.append(Permission(f"{NIC}/join/action", reference["id"], True, because))
-        for configuration in network_profile.get("networkInterfaceConfigurations") or []:
-            found += _inline_nic(path, configuration.get("properties") or {}, because)
+        found += _nics(path, properties.get("networkProfile") or {}, because)
+    if resource_type == SCALE_SET:
+        # A Flexible set's VMs get the NICs its profile declares, as a VM gets its inline NICs.
+        found += _nics(path, (properties.get("virtualMachineProfile") or {}).get("networkProfile") or {}, because)
     if resource_type == "Microsoft.Network/virtualNetworks":
         for subnet in properties.get("subnets") or []:
             subnet_properties = subnet.get("properties") or {}
@@ -201,6 +203,17 @@ def implicit_on_write(resource_type: str, path: str, document: dict[str, Any], b
     if resource_type == PEERING:
         remote_vnet_id = properties["remoteVirtualNetwork"]["id"]
         found.append(Permission(f"{VNET}/peer/action", remote_vnet_id, True, because))
+    return found
+
+
+def _nics(path: str, network_profile: dict[str, Any], because: str) -> list[Permission]:
+    """The NICs a VM (or a scale set's VM profile) references or declares."""
+    found = [
+        Permission(f"{NIC}/join/action", reference["id"], True, because)
+        for reference in network_profile.get("networkInterfaces") or []
+    ]
+    for configuration in network_profile.get("networkInterfaceConfigurations") or []:
+        found += _inline_nic(path, configuration.get("properties") or {}, because)
     return found
 
 
@@ -312,16 +325,31 @@ def make_config(subscription_id: str, cluster_name: str, **provider: Any) -> Clu
                     "azure_arm_parameters": {"vmSize": "Standard_D4s_v3", **IMAGE, "priority": "Spot"},
                 },
             },
+            POOL_TYPE: {
+                "resources": {"CPU": 4},
+                "max_workers": 10,
+                "node_config": {
+                    "azure_arm_parameters": {"vmSize": "Standard_D4s_v3", **IMAGE, "priority": "Spot"},
+                    "azure_scale_set": {},
+                },
+            },
         },
         "head_node_type": HEAD_TYPE,
     }
     return parse_cluster_config(document).config
 
 
-def launch(provider: AzureCloudProvider, config: ClusterConfig, instance_id: str, node_type: str) -> None:
+def launch(
+    provider: AzureCloudProvider, config: ClusterConfig, instance_id: str, node_type: str, pool_target: int = 0
+) -> None:
     provider.launch(
         launch_request_for(
-            config, instance_id, node_type, cluster_token="role-test-token", head_address="10.0.0.4:6379"
+            config,
+            instance_id,
+            node_type,
+            cluster_token="role-test-token",
+            head_address="10.0.0.4:6379",
+            pool_target=pool_target,
         )
     )
 
@@ -357,9 +385,13 @@ def run_lifecycle(arm: ArmEmulator, config: ClusterConfig, function_subnet_id: s
     )
     for index in range(3):
         launch(provider, config, f"worker{index:04d}", SPOT_TYPE)
+    launch(provider, config, "pool0001", POOL_TYPE, pool_target=2)  # the scale set, grown by one capacity write
     next_tick(arm)
-    provider.list_instances(cluster)  # with the head's NIC read and the failed worker's instance view
+    listed = provider.list_instances(cluster)  # with the head's NIC read and the failed worker's instance view
     provider.terminate(cluster, "worker0000")  # listed: deleted by its known name
+    pool_vms = [instance.instance_id for instance in listed if instance.pool == POOL_TYPE]
+    assert len(pool_vms) == 2, listed
+    provider.terminate_many(cluster, pool_vms[:1])  # exactly the chosen VM of the set (delete instances)
     # A fresh process (another function instance) knows no names: it checks the VM's tags first.
     fresh = AzureCloudProvider(config, arm.credential(), settings)
     fresh.ensure_network()
@@ -433,6 +465,10 @@ def test_lifecycle_exercised_every_kind_of_request_the_role_is_about(recorded: R
         f"{PEERING}/write",
         f"{PEERING}/read",
         f"{PEERING}/delete",
+        f"{SCALE_SET}/read",
+        f"{SCALE_SET}/write",
+        f"{SCALE_SET}/delete",
+        f"{SCALE_SET}/delete/action",
     } <= actions
 
 
