@@ -30,12 +30,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from autoscaler.config import ClusterConfig, parse_cluster_config
+from autoscaler.config import ClusterConfig
 from autoscaler.model import LaunchRequest
 from autoscaler.ports import InvalidRequestError
 from provisioning.azure.provider import AzureCloudProvider, AzureSettings
 from tests.support.arm_emulator import ArmEmulator
 from tests.support.arm_rules import validate_request
+from tests.support.azure_configs import HEAD_TYPE, IMAGE, azure_cluster_config
 from tests.support.provider_contract import launch_request_for
 
 WORKER_COUNTS = (50, 500, 1000)
@@ -43,10 +44,8 @@ TICK_S = 15.0
 MAX_TICKS = 400
 VM_LIST_PAGE_SIZE = 50
 RESOURCE_GROUP = "rg-burst"
-HEAD_TYPE = "ray.head.default"
 SINGLE_TYPE = "ray.worker.single"
 POOL_TYPE = "ray.worker.pool"
-IMAGE = {"imagePublisher": "Canonical", "imageOffer": "ubuntu-24_04-lts", "imageSku": "server"}
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 CLUSTER_TOKEN = secrets.token_urlsafe(32)  # one per run, as a cluster has one: the VM bodies of a run are alike
 
@@ -76,22 +75,12 @@ class SimulatedClock:
 
 def bench_config(subscription_id: str) -> ClusterConfig:
     worker = {"vmSize": "Standard_D4s_v3", **IMAGE, "priority": "Spot", "evictionPolicy": "Delete"}
-    document = {
-        "cluster_name": "burst",
-        "max_workers": 1000,
-        "provider": {
-            "type": "azure",
-            "location": "eastus",
-            "resource_group": RESOURCE_GROUP,
-            "subscription_id": subscription_id,
-            "availability_zone": "1,2,3",
-        },
-        "auth": {"ssh_user": "ubuntu"},
-        "available_node_types": {
-            HEAD_TYPE: {
-                "resources": {"CPU": 2},
-                "node_config": {"azure_arm_parameters": {"vmSize": "Standard_D2s_v3", **IMAGE}},
-            },
+    return azure_cluster_config(
+        subscription_id,
+        cluster_name="burst",
+        resource_group=RESOURCE_GROUP,
+        max_workers=1000,
+        workers={
             SINGLE_TYPE: {
                 "resources": {"CPU": 4},
                 "max_workers": 1000,
@@ -108,9 +97,7 @@ def bench_config(subscription_id: str) -> ClusterConfig:
                 },
             },
         },
-        "head_node_type": HEAD_TYPE,
-    }
-    return parse_cluster_config(document).config
+    )
 
 
 def requests_for(config: ClusterConfig, node_type: str, workers: int) -> list[LaunchRequest]:

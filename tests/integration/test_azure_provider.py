@@ -23,7 +23,7 @@ import pytest
 import yaml
 from azure.mgmt.network.models import VirtualNetworkPeering
 
-from autoscaler.config import ClusterConfig, parse_cluster_config
+from autoscaler.config import ClusterConfig
 from autoscaler.model import CloudState, LaunchRequest
 from provisioning.azure.cloud_init import NodeBootSpec, render_cloud_config
 from provisioning.azure.network import HEAD_AGENT_PORT, MANAGED_BY, address_space
@@ -41,17 +41,16 @@ from provisioning.cloud import (
 )
 from tests.support.arm_emulator import STRICT_ENV, ArmEmulator, Fault, FaultKind, iter_allow_rules
 from tests.support.arm_rules import validate_request
+from tests.support.azure_configs import HEAD_TYPE, IMAGE, azure_cluster_config
 from tests.support.provider_contract import CONTRACT_CHECKS, launch_request_for
 
 RESOURCE_GROUP = "rg-ray"
-HEAD_TYPE = "ray.head.default"
 SPOT_TYPE = "ray.worker.spot"
 ON_DEMAND_TYPE = "ray.worker.cpu"
 FUNCTION_SUBNET_PREFIX = "10.250.0.0/24"
 APP_RESOURCE_GROUP = "rg-platform"
 APP_VNET = "functions-vnet"
 CLUSTER_TAGS = ("ray-cluster-name", "ray-node-type", "ray-instance-id", "ray-request-id", "managed-by")
-IMAGE = {"imagePublisher": "Canonical", "imageOffer": "ubuntu-24_04-lts", "imageSku": "server"}
 VM_TYPE = "Microsoft.Compute/virtualMachines"
 VNET_TYPE = "Microsoft.Network/virtualNetworks"
 
@@ -109,45 +108,23 @@ def function_subnet_id(arm: ArmEmulator) -> str:
 
 
 def make_config(arm: ArmEmulator, cluster_name: str = "demo", **provider: Any) -> ClusterConfig:
-    document = {
-        "cluster_name": cluster_name,
-        "max_workers": 200,
-        "provider": {
-            "type": "azure",
-            "location": "eastus",
-            "resource_group": RESOURCE_GROUP,
-            "subscription_id": arm.subscription_id,
-            "availability_zone": "1,2,3",
-            **provider,
-        },
-        "auth": {"ssh_user": "ubuntu"},
-        "available_node_types": {
-            HEAD_TYPE: {
-                "resources": {"CPU": 2},
-                "node_config": {"azure_arm_parameters": {"vmSize": "Standard_D2s_v3", **IMAGE}},
-            },
+    spot = {"vmSize": "Standard_D4s_v3", **IMAGE, "priority": "Spot", "billingProfile": {"maxPrice": 0.05}}
+    return azure_cluster_config(
+        arm.subscription_id,
+        cluster_name=cluster_name,
+        resource_group=RESOURCE_GROUP,
+        max_workers=200,
+        workers={
             ON_DEMAND_TYPE: {
                 "resources": {"CPU": 4},
                 "max_workers": 200,
                 "node_config": {"azure_arm_parameters": {"vmSize": "Standard_D4s_v3", **IMAGE}},
             },
-            SPOT_TYPE: {
-                "resources": {"CPU": 4},
-                "max_workers": 200,
-                "node_config": {
-                    "azure_arm_parameters": {
-                        "vmSize": "Standard_D4s_v3",
-                        **IMAGE,
-                        "priority": "Spot",
-                        "billingProfile": {"maxPrice": 0.05},
-                    }
-                },
-            },
+            SPOT_TYPE: {"resources": {"CPU": 4}, "max_workers": 200, "node_config": {"azure_arm_parameters": spot}},
         },
-        "head_node_type": HEAD_TYPE,
-        "setup_commands": ["echo setup"],
-    }
-    return parse_cluster_config(document).config
+        extra={"setup_commands": ["echo setup"]},
+        **provider,
+    )
 
 
 def make_provider(arm: ArmEmulator, config: ClusterConfig, function_subnet_id: str = "") -> AzureCloudProvider:

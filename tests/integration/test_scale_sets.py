@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from autoscaler.config import ClusterConfig, parse_cluster_config
+from autoscaler.config import ClusterConfig
 from autoscaler.model import CloudState, LaunchRequest
 from autoscaler.ports import InvalidRequestError, ThrottledError, TransientError
 from provisioning.azure.provider import AzureCloudProvider, AzureSettings
@@ -25,13 +25,12 @@ from tests.support.arm.rbac import CLUSTERS_ROLE_FILE
 from tests.support.arm.throttling import BATCHED_VM_REQUESTS, ThrottleBudgets, Window
 from tests.support.arm_emulator import ArmEmulator
 from tests.support.arm_rules import ArmRuleViolation, validate_request
+from tests.support.azure_configs import IMAGE, azure_cluster_config
 from tests.support.provider_contract import POOL_CONTRACT_CHECKS, launch_request_for
 
 RESOURCE_GROUP = "rg-ray"
-HEAD_TYPE = "ray.head.default"
 POOL_TYPE = "ray.worker.pool"
 MIX_TYPE = "ray.worker.mix"
-IMAGE = {"imagePublisher": "Canonical", "imageOffer": "ubuntu-24_04-lts", "imageSku": "server"}
 SCALE_SET_TYPE = "Microsoft.Compute/virtualMachineScaleSets"
 VM_TYPE = "Microsoft.Compute/virtualMachines"
 
@@ -44,22 +43,12 @@ def arm() -> Iterator[ArmEmulator]:
 
 def make_config(arm: ArmEmulator, cluster_name: str = "demo") -> ClusterConfig:
     worker = {"vmSize": "Standard_D4s_v3", **IMAGE}
-    document = {
-        "cluster_name": cluster_name,
-        "max_workers": 2000,
-        "provider": {
-            "type": "azure",
-            "location": "eastus",
-            "resource_group": RESOURCE_GROUP,
-            "subscription_id": arm.subscription_id,
-            "availability_zone": "1,2,3",
-        },
-        "auth": {"ssh_user": "ubuntu"},
-        "available_node_types": {
-            HEAD_TYPE: {
-                "resources": {"CPU": 2},
-                "node_config": {"azure_arm_parameters": {"vmSize": "Standard_D2s_v3", **IMAGE}},
-            },
+    return azure_cluster_config(
+        arm.subscription_id,
+        cluster_name=cluster_name,
+        resource_group=RESOURCE_GROUP,
+        max_workers=2000,
+        workers={
             POOL_TYPE: {
                 "resources": {"CPU": 4},
                 "max_workers": 1000,
@@ -77,10 +66,8 @@ def make_config(arm: ArmEmulator, cluster_name: str = "demo") -> ClusterConfig:
                 },
             },
         },
-        "head_node_type": HEAD_TYPE,
-        "setup_commands": ["echo setup"],
-    }
-    return parse_cluster_config(document).config
+        extra={"setup_commands": ["echo setup"]},
+    )
 
 
 def make_provider(arm: ArmEmulator, config: ClusterConfig) -> AzureCloudProvider:
