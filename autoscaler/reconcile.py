@@ -463,7 +463,7 @@ def _notice_preemptions(tick: _Tick, cloud: dict[str, CloudInstance], ray_nodes:
         if record.status == S.RAY_RUNNING:
             tick.move(instance_id, S.DRAINING, f"spot preemption notice: Azure stops it at {deadline.isoformat()}")
         tick.event("preempted", f"{record.node_type} {instance_id}: preemption notice, deadline {deadline.isoformat()}")
-        if offerings.eviction_avoidable(tick.config) and record.node_type in tick.config.available_node_types:
+        if offerings.eviction_avoidable(tick.config):
             _mark_unavailable(tick, record, "eviction", offerings.EVICTION_AVOID_S, "spot preemption notice")
 
 
@@ -912,9 +912,8 @@ def _launch_request(
 def _pool_target(tick: _Tick, node_type: str) -> int:
     """The capacity a scale-set node type should have: its live records, but not those being terminated (a scale set
     lowers its capacity when it accepts their deletion; counting them would make it create one VM too many each)."""
-    leaving = (S.TERMINATING,)
     return sum(
-        1 for r in tick.records.values() if r.node_type == node_type and r.status.is_live and r.status not in leaving
+        1 for r in tick.records.values() if r.node_type == node_type and r.status.is_live and r.status != S.TERMINATING
     )
 
 

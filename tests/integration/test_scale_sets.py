@@ -19,8 +19,9 @@ import pytest
 from autoscaler.config import ClusterConfig
 from autoscaler.model import CloudState, LaunchRequest
 from autoscaler.ports import InvalidRequestError, ThrottledError, TransientError
-from provisioning.azure.provider import AzureCloudProvider, AzureSettings
+from provisioning.azure.provider import AzureCloudProvider
 from provisioning.azure.scale_sets import scale_set_name_for
+from tests.integration.test_azure_provider import make_provider
 from tests.support.arm.rbac import CLUSTERS_ROLE_FILE
 from tests.support.arm.throttling import BATCHED_VM_REQUESTS, ThrottleBudgets, Window
 from tests.support.arm_emulator import ArmEmulator
@@ -68,19 +69,6 @@ def make_config(arm: ArmEmulator, cluster_name: str = "demo") -> ClusterConfig:
         },
         extra={"setup_commands": ["echo setup"]},
     )
-
-
-def make_provider(arm: ArmEmulator, config: ClusterConfig) -> AzureCloudProvider:
-    settings = AzureSettings(
-        subscription_id=arm.subscription_id,
-        base_url=arm.base_url,
-        connection_verify=arm.ca_path,
-        retry_backoff_factor_s=0.01,
-        retry_backoff_max_s=0.05,
-        delete_retry_backoff_s=0.01,
-        network_poll_interval_s=0.02,
-    )
-    return AzureCloudProvider(config, arm.credential(), settings)
 
 
 def pool_request(

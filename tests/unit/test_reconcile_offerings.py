@@ -20,9 +20,7 @@ from autoscaler.model import (
     ClusterStatus,
     InstanceStatus,
     LaunchRequest,
-    RayNode,
     RayNodeStatus,
-    RayState,
     ShapeDemand,
     Unavailability,
     shape_of,
@@ -440,11 +438,6 @@ def test_ray_registers_a_bound_scale_set_vm_under_its_name():
     world.ray.register("spot_a1", "spot", cpus=2)
     world.tick()
     assert next(r for r in world.store.list_instances("unit") if r.instance_id == "spot_a1").status == S.RAY_RUNNING
-
-
-def test_a_preempt_deadline_from_the_agent_is_carried_on_the_ray_node():
-    node = RayNode("n1", "i1", "spot", RayNodeStatus.DRAINING, 0, {}, {}, preempt_deadline=T0)
-    assert RayState(nodes=(node,)).nodes[0].preempt_deadline == T0
 
 
 @dataclass
